@@ -1,0 +1,259 @@
+"""``chat/send``: a conversation turn, streamed, stored, trimmed to the context window.
+
+The user's message is stored before the provider is called, and whatever text came
+back is stored whatever happens next (finished, cancelled, broken off), so no turn
+is ever lost. One send runs at a time per conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from assistantd import errors, tokens
+from assistantd.providers import Completion, ContextExceeded, Provider, Providers, StreamBroken
+from assistantd.rpc import Params, RequestContext, Result
+from assistantd.store import Store
+
+log = logging.getLogger("assistantd.chat")
+
+MAX_MESSAGE_CHARS = 4_000_000  # a bigger message is refused before anything is stored
+
+
+class Attachment(BaseModel):
+    name: str
+    text: str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached_tokens: int | None = None
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+
+
+class TokenLogprob(BaseModel):
+    token: str
+    logprob: float
+    top_logprobs: list[TopLogprob] = []
+
+
+class ChatParams(Params):
+    message: str = Field(max_length=MAX_MESSAGE_CHARS)
+    conversation_id: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    system: str | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, gt=0)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    context: list[Attachment] | None = None
+    stream: bool = True
+
+
+class ChatResult(Result):
+    conversation_id: str
+    message_id: str
+    text: str
+    model: str
+    provider: str
+    finish_reason: str
+    usage: Usage | None
+    logprobs: list[TokenLogprob] | None
+    trimmed: int
+    warnings: list[str] = []
+
+
+def render(message: dict[str, Any]) -> dict[str, Any]:
+    """A stored message as the provider sees it: attachments follow the text."""
+    content = message["content"]
+    context = message.get("context")
+    if isinstance(context, str):
+        import json
+
+        context = json.loads(context)
+    if context:
+        parts = [f'<context name="{a["name"]}">\n{a["text"]}\n</context>' for a in context]
+        content = content + "\n\n" + "\n\n".join(parts)
+    return {"role": message["role"], "content": content, "tokens": message.get("tokens")}
+
+
+def title_from(text: str) -> str:
+    line = " ".join(text.strip().split())
+    return line[:60] + ("…" if len(line) > 60 else "") or "(untitled)"
+
+
+class Turn:
+    """What one ``chat/send`` resolved to, before the provider is called."""
+
+    def __init__(self, provider: Provider, model: str, window: int, reserve: int) -> None:
+        self.provider, self.model, self.window, self.reserve = provider, model, window, reserve
+
+
+class Chat:
+    def __init__(self, store: Store, providers: Providers, default_model: Any) -> None:
+        self.store = store
+        self.providers = providers
+        self.default_model = default_model  # callable: () -> str, decided by the daemon
+        self.busy: set[str] = set()
+
+    def resolve(self, model: str | None, provider: str | None, max_tokens: int | None,
+                conv: dict[str, Any] | None = None) -> Turn:  # fmt: skip
+        if conv and not model and not provider:
+            model, provider = conv["model"], conv["provider"]
+        model = model or self.default_model()
+        p = self.providers.route(model, provider)
+        window = self.providers.context_window(p, model)
+        reserve = max_tokens or min(1024, window // 4)
+        return Turn(p, model, window, reserve)
+
+    async def send(self, params: ChatParams, ctx: RequestContext) -> ChatResult:
+        """Send a message in a new or stored conversation; stream the answer as ``chat/delta``."""
+        conv = None
+        if params.conversation_id:
+            conv = await self.store.run(self.store.conversation, params.conversation_id)
+            if conv is None:
+                raise errors.NotFound(
+                    "no such conversation", kind="conversation", id=params.conversation_id
+                )
+            if conv["id"] in self.busy:
+                raise errors.Busy("a chat/send is already running in this conversation",
+                                  conversation_id=conv["id"])  # fmt: skip
+        cid: str | None = conv["id"] if conv else None
+        if cid:
+            self.busy.add(cid)  # before any await: two sends cannot both pass the check
+        try:
+            turn = self.resolve(params.model, params.provider, params.max_tokens, conv)
+            await self.providers.client(turn.provider)  # fails early: no key, dead local server
+            history = await self.store.run(self.store.messages, cid) if cid else []
+            dangling = history[-1] if history and history[-1]["role"] == "user" else None
+            if dangling is not None:
+                history = history[:-1]  # an unanswered question is replaced by this one
+            context = [a.model_dump() for a in params.context or []]
+            new_msg = {"role": "user", "content": params.message, "context": context}
+            system_text = conv["system"] if conv else params.system
+            system = {"role": "system", "content": system_text} if system_text else None
+            budget = turn.window - turn.reserve
+            try:
+                fit = tokens.fit(system, [render(m) for m in history] + [render(new_msg)], budget)
+            except tokens.TooLong as e:
+                raise errors.InvalidParams(
+                    f"the message does not fit {turn.model}'s context window of {turn.window} "
+                    f"tokens ({e.needed} needed, {e.budget} available)",
+                    reason="too_long", tokens=e.needed, budget=e.budget,
+                ) from None  # fmt: skip
+
+            if cid is None:
+                cid = await self.store.run(lambda: self.store.create_conversation(
+                    title=title_from(params.message), model=turn.model,
+                    provider=turn.provider.name, system=params.system))  # fmt: skip
+                self.busy.add(cid)
+            elif dangling is not None:
+                await self.store.run(self.store.delete_message, dangling["id"])
+            await self.store.run(lambda: self.store.add_message(
+                cid, "user", params.message, context=context or None))  # fmt: skip
+            return await self._answer(params, ctx, turn, cid, fit)
+        finally:
+            if cid:
+                self.busy.discard(cid)
+
+    async def _answer(self, params: ChatParams, ctx: RequestContext, turn: Turn, cid: str,
+                      fit: tokens.Fit) -> ChatResult:  # fmt: skip
+        out = Completion()
+        want_logprobs = bool(params.logprobs or params.top_logprobs)
+
+        async def on_delta(text: str, lps: list[dict[str, Any]] | None) -> None:
+            payload: dict[str, Any] = {"conversation_id": cid, "text": text}
+            if lps is not None:
+                payload["logprobs"] = lps
+            try:
+                await ctx.notify("chat/delta", payload)
+            except ConnectionResetError:
+                pass  # the session cancels this request; the partial answer is stored then
+
+        trimmed = fit.trimmed
+        try:
+            try:
+                await self._complete(turn, fit.messages, out, params, on_delta, want_logprobs)
+            except ContextExceeded:
+                # Our estimate was too low for this model: one tighter trim, then give up.
+                smaller = tokens.fit(fit.messages[0] if fit.messages[0]["role"] == "system" else None,
+                                     [m for m in fit.messages if m["role"] != "system"],
+                                     int(fit.prompt_tokens * 0.6))  # fmt: skip
+                trimmed += smaller.trimmed
+                out = Completion()
+                await self._complete(turn, smaller.messages, out, params, on_delta, want_logprobs)
+        except ContextExceeded:
+            raise errors.UpstreamError(
+                f"{turn.model} refused the conversation as too long for its context window",
+                provider=turn.provider.name, status=400, reason="context_length_exceeded",
+            ) from None  # fmt: skip
+        except tokens.TooLong as e:
+            raise errors.InvalidParams(str(e), reason="too_long") from None
+        except StreamBroken as broken:
+            mid = await self._store_answer(cid, turn, out, "partial")
+            broken.error.data.update(
+                conversation_id=cid, message_id=mid, partial_text=out.text
+            )
+            raise broken.error from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            mid = await asyncio.shield(self._store_answer(cid, turn, out, "partial", "cancelled"))
+            if not ctx.cancel_requested or ctx.session.lost:
+                raise
+            if task is not None:
+                task.uncancel()
+            return self._result(cid, mid, turn, out, "cancelled", trimmed, want_logprobs)
+        mid = await self._store_answer(cid, turn, out, "complete")
+        return self._result(cid, mid, turn, out, out.finish_reason or "stop", trimmed, want_logprobs)
+
+    async def _complete(self, turn: Turn, messages: list[dict[str, Any]], out: Completion,
+                        params: ChatParams, on_delta: Any, want_logprobs: bool) -> None:  # fmt: skip
+        wire = [{"role": m["role"], "content": m["content"]} for m in messages]
+        top = params.top_logprobs if params.top_logprobs is not None else (0 if want_logprobs else None)
+        await self.providers.complete(
+            turn.provider, turn.model, wire, out, stream=params.stream,
+            on_delta=on_delta if params.stream else None, temperature=params.temperature,
+            max_tokens=params.max_tokens, top_logprobs=top,
+        )  # fmt: skip
+
+    async def _store_answer(self, cid: str, turn: Turn, out: Completion, status: str,
+                            finish: str | None = None) -> str:  # fmt: skip
+        usage = out.usage or {}
+        return await self.store.run(lambda: self.store.add_message(
+            cid, "assistant", out.text, status=status, model=turn.model,
+            provider=turn.provider.name, finish_reason=finish or out.finish_reason,
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+            cached_tokens=usage.get("cached_tokens"), total_tokens=usage.get("total_tokens"),
+            tokens=usage.get("completion_tokens"),
+            logprobs=out.logprobs or None,
+        ))  # fmt: skip
+
+    def _result(self, cid: str, mid: str, turn: Turn, out: Completion, finish: str,
+                trimmed: int, want_logprobs: bool) -> ChatResult:  # fmt: skip
+        warnings = []
+        if want_logprobs and not out.got_logprobs and out.text:
+            warnings.append(
+                f"{turn.provider.name} ignored logprobs for {turn.model} (LM Studio does); "
+                "logprobs is null"
+            )
+        return ChatResult(
+            conversation_id=cid, message_id=mid, text=out.text, model=turn.model,
+            provider=turn.provider.name, finish_reason=finish,
+            usage=Usage(**out.usage) if out.usage else None,
+            logprobs=[TokenLogprob(**lp) for lp in out.logprobs] if out.got_logprobs else None,
+            trimmed=trimmed, warnings=warnings,
+        )  # fmt: skip
+
+
+Role = Literal["system", "user", "assistant"]

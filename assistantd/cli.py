@@ -1,0 +1,355 @@
+"""``assistantctl``: the command-line client. Standard library only on its way to the
+socket (argparse, json, socket), so it starts in tens of milliseconds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from assistantd.client import Client, DaemonUnavailable, RpcError, start_daemon
+
+EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+class Ctl:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.args.socket, autostart=not self.args.no_autostart)
+            self._client.connect()
+        return self._client
+
+    def call(self, method: str, params: dict[str, Any] | None = None, **kw: Any) -> Any:
+        return self.client.call(method, {k: v for k, v in (params or {}).items() if v is not None}, **kw)
+
+    def out(self, value: Any, human: Callable[[Any], None]) -> None:
+        if self.args.json:
+            print(json.dumps(value, ensure_ascii=False, indent=2))
+        else:
+            human(value)
+
+
+# -- chat -----------------------------------------------------------------------------
+
+
+def _print_logprobs(entries: list[dict[str, Any]]) -> None:
+    """Each token with its probability and alternatives, as in the seed article."""
+    for e in entries:
+        print(repr(e["token"]))
+        for t in e.get("top_logprobs") or [{"token": e["token"], "logprob": e["logprob"]}]:
+            print(f"  {math.exp(t['logprob']):7.5f} {t['token']!r}")
+
+
+def chat_once(ctl: Ctl, message: str, conversation_id: str | None, context: list[dict[str, str]],
+              first: bool = True) -> dict[str, Any] | None:  # fmt: skip
+    a = ctl.args
+    streaming = not a.no_stream and not a.json
+    params = {
+        "message": message, "conversation_id": conversation_id, "model": a.model,
+        "provider": a.provider, "system": a.system if first else None, "temperature": a.temperature,
+        "max_tokens": a.max_tokens, "context": context or None, "stream": not a.no_stream,
+        "top_logprobs": a.logprobs,
+    }  # fmt: skip
+
+    def on_delta(method: str, p: dict[str, Any]) -> None:
+        if method == "chat/delta" and streaming:
+            sys.stdout.write(p.get("text", ""))
+            sys.stdout.flush()
+
+    result = ctl.call("chat/send", params, on_notify=on_delta, cancel_on_interrupt=True)
+    if a.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return dict(result)
+    if not streaming:
+        sys.stdout.write(result["text"])
+    if result["finish_reason"] == "cancelled":
+        sys.stdout.write(" [cancelled]")
+    sys.stdout.write("\n")
+    for w in result.get("warnings") or []:
+        print(f"assistantctl: warning: {w}", file=sys.stderr)
+    if a.logprobs is not None and result.get("logprobs"):
+        _print_logprobs(result["logprobs"])
+    if a.verbose and result.get("usage"):
+        u = result["usage"]
+        print(f"[{result['model']} via {result['provider']}: {u['prompt_tokens']} prompt + "
+              f"{u['completion_tokens']} completion tokens; trimmed {result['trimmed']}]",
+              file=sys.stderr)  # fmt: skip
+    return dict(result)
+
+
+def cmd_chat(ctl: Ctl) -> int:
+    a = ctl.args
+    message = " ".join(a.message).strip()
+    context: list[dict[str, str]] = []
+    if not sys.stdin.isatty():
+        piped = sys.stdin.read()
+        if message and piped.strip():
+            context.append({"name": "stdin", "text": piped})
+        elif piped.strip():
+            message = piped.strip()
+    cid = a.conversation
+    if a.cont and not cid:
+        latest = ctl.call("conversations/list", {"limit": 1})["conversations"]
+        cid = latest[0]["id"] if latest else None
+    if message:
+        result = chat_once(ctl, message, cid, context)
+        return 0 if result else EXIT_ERROR
+    if not sys.stdin.isatty():
+        print("assistantctl: no message given (as an argument or on stdin)", file=sys.stderr)
+        return EXIT_USAGE
+    return repl(ctl, cid)
+
+
+def repl(ctl: Ctl, cid: str | None) -> int:
+    """An interactive chat: Ctrl-C cancels the answer, not the session; /quit leaves."""
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
+    print("assistantctl chat: /quit or Ctrl-D to leave, Ctrl-C cancels an answer", file=sys.stderr)
+    first = cid is None
+    while True:
+        try:
+            line = input("> ").strip()
+        except EOFError:
+            print()
+            return 0
+        except KeyboardInterrupt:
+            print()
+            continue
+        if line in ("/quit", "/exit", "quit", "exit"):
+            return 0
+        if not line:
+            continue
+        try:
+            result = chat_once(ctl, line, cid, [], first)
+        except KeyboardInterrupt:
+            print("\n[interrupted]", file=sys.stderr)
+            continue
+        except RpcError as e:
+            _report(e)
+            cid = (e.data or {}).get("conversation_id", cid) if isinstance(e.data, dict) else cid
+            continue
+        if result:
+            cid, first = result["conversation_id"], False
+
+
+# -- the rest -------------------------------------------------------------------------
+
+
+def _table(rows: list[list[str]], head: list[str]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=False)]
+    for row in [head, *rows]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=False)).rstrip())
+
+
+def cmd_daemon(ctl: Ctl) -> int:
+    a = ctl.args
+    if a.action == "status":
+        s = ctl.call("daemon/status")
+        ctl.out(s, lambda s: print(
+            f"assistantd {s['version']} (pid {s['pid']}) up {s['uptime_s']:.0f} s on {s['socket']}\n"
+            f"config: {s['config_path']} ({'ok' if s['config_ok'] else 'ERROR: ' + str(s['config_error'])})\n"
+            f"default model: {s['default_model']}; requests in flight: {s['active_requests']}"))  # fmt: skip
+        return 0
+    if a.action in ("stop", "restart"):
+        try:
+            Client(a.socket).call("daemon/shutdown")
+        except DaemonUnavailable:
+            if a.action == "stop":
+                print("assistantd is not running", file=sys.stderr)
+                return 0
+        _wait_gone(ctl)
+        if a.action == "stop":
+            return 0
+    if a.action in ("start", "restart"):
+        c = Client(a.socket)
+        try:
+            c.connect()
+            print(f"assistantd is already running on {c.path}", file=sys.stderr)
+        except DaemonUnavailable:
+            start_daemon(c.path)
+            print(f"assistantd started on {c.path}", file=sys.stderr)
+        return 0
+    if a.action == "install":
+        from assistantd.install import install
+
+        return install(a)
+    return EXIT_USAGE
+
+
+def _wait_gone(ctl: Ctl) -> None:
+    import time
+
+    path = Client(ctl.args.socket).path
+    deadline = time.monotonic() + 10
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def cmd_keys(ctl: Ctl) -> int:
+    a = ctl.args
+    if a.action == "set":
+        if sys.stdin.isatty():
+            import getpass
+
+            key = getpass.getpass(f"API key for {a.provider} (not echoed): ")
+        else:
+            key = sys.stdin.readline()
+        r = ctl.call("keys/set", {"provider": a.provider, "key": key.strip()})
+        ctl.out(r, lambda r: print(f"stored the key for {r['provider']} in the OS keyring"))
+    elif a.action == "delete":
+        r = ctl.call("keys/delete", {"provider": a.provider})
+        ctl.out(r, lambda r: print(f"{r['provider']}: {'deleted' if r['deleted'] else 'no key stored'}"))
+    else:
+        r = ctl.call("keys/list")
+
+        def show(r: dict[str, Any]) -> None:
+            _table([[k["provider"], k["source"], k["env_var"] or "", ("…" + k["hint"]) if k["hint"] else ""]
+                    for k in r["keys"]], ["PROVIDER", "SOURCE", "ENV", "HINT"])  # fmt: skip
+            if r.get("keyring_error"):
+                print(f"note: {r['keyring_error']}", file=sys.stderr)
+
+        ctl.out(r, show)
+    return 0
+
+
+def cmd_providers(ctl: Ctl) -> int:
+    r = ctl.call("providers/list")
+    ctl.out(r, lambda r: _table(
+        [[p["name"], p["kind"], p["base_url"], ",".join(p["models"]), p["key_source"], p["state"]]
+         for p in r["providers"]], ["NAME", "KIND", "BASE URL", "MODELS", "KEY", "STATE"]))  # fmt: skip
+    return 0
+
+
+def cmd_models(ctl: Ctl) -> int:
+    r = ctl.call("models/list", {"provider": ctl.args.provider})
+
+    def show(r: dict[str, Any]) -> None:
+        _table([[m["provider"], m["id"]] for m in r["models"]], ["PROVIDER", "MODEL"])
+        for e in r.get("errors") or []:
+            print(f"{e['provider']}: {e['message']}", file=sys.stderr)
+
+    ctl.out(r, show)
+    return 0
+
+
+def cmd_conversations(ctl: Ctl) -> int:
+    a = ctl.args
+    act = a.action
+    if act in ("list", "search"):
+        r = ctl.call("conversations/list", {"limit": a.limit, "query": a.query})
+        ctl.out(r, lambda r: _table(
+            [[c["id"], c["updated_at"][:16].replace("T", " "), str(c["message_count"]), c["model"] or "",
+              c["title"]] for c in r["conversations"]],
+            ["ID", "UPDATED", "MSGS", "MODEL", "TITLE"]))  # fmt: skip
+    elif act == "show":
+        r = ctl.call("conversations/export", {"id": a.id, "format": "json" if a.json else "markdown"})
+        print(r["content"])
+    elif act == "export":
+        r = ctl.call("conversations/export", {"id": a.id, "format": a.format})
+        print(r["content"])
+    elif act == "rm":
+        r = ctl.call("conversations/delete", {"id": a.id})
+        ctl.out(r, lambda r: print(f"deleted {r['id']}"))
+    elif act == "rename":
+        r = ctl.call("conversations/rename", {"id": a.id, "title": a.title})
+        ctl.out(r, lambda r: print(f"{r['id']}: {r['title']}"))
+    elif act == "fork":
+        r = ctl.call("conversations/fork", {"id": a.id, "message_id": a.message})
+        ctl.out(r, lambda r: print(r["id"]))
+    return 0
+
+
+def _report(e: RpcError) -> None:
+    print(f"assistantctl: {e.message} ({e.code})", file=sys.stderr)
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print the result as JSON")  # fmt: skip
+    p = argparse.ArgumentParser(prog="assistantctl", parents=[common],
+                                description="Talk to the assistantd daemon.")  # fmt: skip
+    p.add_argument("--socket", help="socket path (default: the contract's rule)")
+    p.add_argument("--no-autostart", action="store_true", help="do not start the daemon")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("chat", parents=[common], help="ask a question (REPL when none is given)")
+    c.add_argument("message", nargs="*")
+    c.add_argument("-m", "--model")
+    c.add_argument("-p", "--provider")
+    c.add_argument("-s", "--system")
+    c.add_argument("-t", "--temperature", type=float)
+    c.add_argument("-c", "--conversation", metavar="ID", help="continue this conversation")
+    c.add_argument("--continue", dest="cont", action="store_true", help="continue the latest")
+    c.add_argument("--logprobs", type=int, metavar="N", help="show N alternatives per token")
+    c.add_argument("--max-tokens", type=int)
+    c.add_argument("--no-stream", action="store_true")
+    c.add_argument("-v", "--verbose", action="store_true", help="print usage after the answer")
+    c.set_defaults(func=cmd_chat)
+
+    d = sub.add_parser("daemon", parents=[common], help="start, stop, status, restart, install")
+    d.add_argument("action", choices=["start", "stop", "status", "restart", "install"])
+    d.add_argument("--dry-run", action="store_true", help="install: print what would be written")
+    d.set_defaults(func=cmd_daemon)
+
+    k = sub.add_parser("keys", parents=[common], help="API keys in the OS keyring")
+    k.add_argument("action", choices=["set", "delete", "list"], nargs="?", default="list")
+    k.add_argument("provider", nargs="?")
+    k.set_defaults(func=cmd_keys)
+
+    sub.add_parser("providers", parents=[common], help="list providers").set_defaults(func=cmd_providers)
+    m = sub.add_parser("models", parents=[common], help="list models")
+    m.add_argument("-p", "--provider")
+    m.set_defaults(func=cmd_models)
+
+    v = sub.add_parser("conversations", aliases=["conv"], parents=[common], help="stored chats")
+    v.add_argument("action", choices=["list", "show", "search", "rm", "rename", "fork", "export"],
+                   nargs="?", default="list")  # fmt: skip
+    v.add_argument("id", nargs="?")
+    v.add_argument("title", nargs="?")
+    v.add_argument("--limit", type=int, default=20)
+    v.add_argument("--message", help="fork: the last message to keep")
+    v.add_argument("--format", choices=["markdown", "json"], default="markdown")
+    v.set_defaults(func=cmd_conversations, query=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    args.json = getattr(args, "json", False)
+    if args.command in ("conversations", "conv"):
+        if args.action == "search":
+            args.query, args.id = args.id, None
+        if args.action in ("show", "rm", "rename", "fork", "export", "search") and not (args.id or args.query):
+            print(f"assistantctl: conversations {args.action} needs an argument", file=sys.stderr)
+            sys.exit(EXIT_USAGE)
+    if args.command == "keys" and args.action in ("set", "delete") and not args.provider:
+        print(f"assistantctl: keys {args.action} needs a PROVIDER", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    ctl = Ctl(args)
+    try:
+        code = args.func(ctl)
+    except RpcError as e:
+        _report(e)
+        code = EXIT_ERROR
+    except DaemonUnavailable as e:
+        print(f"assistantctl: {e}", file=sys.stderr)
+        code = EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_ERROR
+    sys.exit(code)

@@ -1,0 +1,163 @@
+"""A small blocking JSON-RPC client for the daemon's socket. Standard library only:
+``assistantctl``, the tests and users' scripts share it, and it must start fast.
+
+    from assistantd.client import Client
+    with Client() as c:
+        print(c.call("daemon/status"))
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from assistantd import paths
+
+Notify = Callable[[str, dict[str, Any]], None]
+
+
+class RpcError(Exception):
+    """An error response from the daemon."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.data = code, message, data
+
+
+class DaemonUnavailable(Exception):
+    """Nothing answers on the socket (and it was not, or could not be, started)."""
+
+
+def start_daemon(path: Path, timeout: float = 15.0) -> None:
+    """Start ``assistantd`` in the background for ``path`` and wait until it answers."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "assistantd", "--quiet", "--socket", str(path)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect(str(path))
+            return
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+            if "another assistantd" in err:
+                continue  # a concurrent start won the race; wait for it to answer
+            raise DaemonUnavailable(f"the daemon exited at start ({proc.returncode}): {err[-300:]}")
+        time.sleep(0.02)
+    raise DaemonUnavailable(f"the daemon did not answer on {path} within {timeout:g} s")
+
+
+class Client:
+    def __init__(self, path: str | Path | None = None, *, autostart: bool = False,
+                 timeout: float | None = None) -> None:  # fmt: skip
+        self.path = paths.client_socket_path(str(path) if path else None)
+        self.autostart = autostart
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._buf = b""
+        self._ids = itertools.count(1)
+        self._pending: dict[Any, dict[str, Any]] = {}
+
+    def __enter__(self) -> Client:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        if self._sock is not None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(self.path))
+        except (FileNotFoundError, ConnectionRefusedError) as e:
+            sock.close()
+            if not self.autostart:
+                raise DaemonUnavailable(
+                    f"the daemon is not running on {self.path} and autostart is disabled"
+                ) from e
+            start_daemon(self.path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(self.path))
+        except OSError as e:
+            sock.close()
+            raise DaemonUnavailable(f"cannot connect to {self.path}: {e}") from e
+        sock.settimeout(self.timeout)
+        self._sock = sock
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def send(self, message: Any) -> None:
+        self.connect()
+        assert self._sock is not None
+        self._sock.sendall(json.dumps(message, ensure_ascii=False).encode() + b"\n")
+
+    def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
+        self.send({"jsonrpc": "2.0", "method": method, "params": params or {}})
+
+    def cancel(self, request_id: Any) -> None:
+        self.notify("$/cancelRequest", {"id": request_id})
+
+    def _read(self) -> dict[str, Any]:
+        assert self._sock is not None
+        while b"\n" not in self._buf:
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise DaemonUnavailable("the daemon closed the connection")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    def call(self, method: str, params: dict[str, Any] | None = None, *,
+             on_notify: Notify | None = None, cancel_on_interrupt: bool = False) -> Any:  # fmt: skip
+        """Send a request and wait for its response, passing its notifications to
+        ``on_notify``. With ``cancel_on_interrupt``, Ctrl-C sends ``$/cancelRequest`` and
+        still returns the (cancelled) answer; a second Ctrl-C gives up."""
+        request_id = next(self._ids)
+        self.send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}})
+        cancelled = False
+        while True:
+            try:
+                message = self._pending.pop(request_id, None) or self._read()
+            except KeyboardInterrupt:
+                if not cancel_on_interrupt or cancelled:
+                    raise
+                cancelled = True
+                self.cancel(request_id)
+                continue
+            if "method" in message:
+                p = message.get("params") or {}
+                if on_notify is not None and p.get("request_id") == request_id:
+                    on_notify(message["method"], p)
+                continue
+            if message.get("id") != request_id:
+                self._pending[message.get("id")] = message
+                continue
+            if "error" in message:
+                e = message["error"]
+                raise RpcError(e.get("code", 0), e.get("message", ""), e.get("data"))
+            return message.get("result")
+
+
+def call(method: str, params: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """One request on a fresh connection (autostarting the daemon unless told not to)."""
+    autostart = os.environ.get("ASSISTANTD_NO_AUTOSTART") is None
+    with Client(autostart=autostart) as c:
+        return c.call(method, params, **kwargs)

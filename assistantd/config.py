@@ -1,0 +1,179 @@
+"""The TOML config file, validated by pydantic, with errors that name the key and line.
+
+Every key is optional. Built-in provider presets are merged under the user's
+``[providers.NAME]`` tables, key by key, so overriding one field keeps the rest.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+ProviderKind = Literal["openai", "llama-server", "lmstudio", "ollama"]
+
+
+class ProviderConfig(_Strict):
+    base_url: str | None = None
+    models: list[str] | None = None
+    key_env: str | None = None
+    needs_key: bool | None = None
+    context_window: int | None = Field(default=None, gt=0)
+    kind: ProviderKind | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+
+
+class ModelConfig(_Strict):
+    context_window: int | None = Field(default=None, gt=0)
+    price_in: float | None = Field(default=None, ge=0)  # USD per million input tokens
+    price_cached_in: float | None = Field(default=None, ge=0)
+    price_out: float | None = Field(default=None, ge=0)
+
+
+class LocalConfig(_Strict):
+    command: str = "llama-server"
+    model: str
+    args: list[str] = []
+    idle_timeout_s: float = Field(default=600, gt=0)
+    alias: str | None = None  # the model name it serves; default: the local server's name
+    models: list[str] | None = None
+    startup_timeout_s: float = Field(default=120, gt=0)
+
+
+class SummarizeConfig(_Strict):
+    max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    timeout_s: float = Field(default=30, gt=0)
+    concurrency: int = Field(default=4, ge=1, le=32)
+    max_redirects: int = Field(default=5, ge=0)
+
+
+class Config(_Strict):
+    default_model: str | None = None
+    default_provider: str | None = None
+    socket: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    providers: dict[str, ProviderConfig] = {}
+    models: dict[str, ModelConfig] = {}
+    local: dict[str, LocalConfig] = {}
+    summarize: SummarizeConfig = SummarizeConfig()
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names the file, line and key."""
+
+
+def load(path: Path) -> Config:
+    """The config at ``path``; a missing file is the empty config."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Config()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    return parse(text, str(path))
+
+
+def parse(text: str, name: str = "config.toml") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{name}: {e}") from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors(include_url=False, include_input=False):
+            loc = [str(p) for p in err["loc"]]
+            line = locate(text, loc)
+            where = f"line {line}" if line else "?"
+            problems.append(f"{name}:{where}: {'.'.join(loc)}: {err['msg']}")
+        raise ConfigError("; ".join(problems)) from None
+
+
+_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r'^\s*("[^"]*"|\'[^\']*\'|[A-Za-z0-9_-]+)\s*=')
+
+
+def _split_key(dotted: str) -> list[str]:
+    parts = re.findall(r'"([^"]*)"|\'([^\']*)\'|([A-Za-z0-9_-]+)', dotted)
+    return [a or b or c for a, b, c in parts]
+
+
+def locate(text: str, loc: list[str]) -> int | None:
+    """The 1-based line where the key at ``loc`` is written (best effort), or None."""
+    table: list[str] = []
+    best: int | None = None
+    for n, line in enumerate(text.splitlines(), 1):
+        if m := _HEADER.match(line):
+            table = _split_key(m.group(1))
+            if table and loc[: len(table)] == table and best is None and len(table) == len(loc):
+                best = n
+            continue
+        if m := _KEY.match(line):
+            key = table + _split_key(m.group(1))
+            if loc[: len(key)] == key:
+                return n
+    if best is None:  # a missing key: point at its table
+        for n, line in enumerate(text.splitlines(), 1):
+            if (m := _HEADER.match(line)) and loc[: len(_split_key(m.group(1)))] == _split_key(m.group(1)):
+                best = n
+    return best
+
+
+# Built-in providers, each overridable key by key in the config.
+PRESETS: dict[str, dict[str, Any]] = {
+    "openai": {
+        "base_url": "https://api.openai.com/v1",
+        "models": ["gpt-*", "o1*", "o3*", "o4*", "chatgpt-*"],
+        "key_env": "OPENAI_API_KEY",
+        "needs_key": True,
+        "kind": "openai",
+    },
+    "gemini": {
+        "base_url": "https://generativelanguage.googleapis.com/v1beta/openai/",
+        "models": ["gemini-*", "gemma-*-it"],
+        "key_env": "GOOGLE_API_KEY",
+        "needs_key": True,
+        "kind": "openai",
+    },
+    "xai": {
+        "base_url": "https://api.x.ai/v1",
+        "models": ["grok-*"],
+        "key_env": "XAI_API_KEY",
+        "needs_key": True,
+        "kind": "openai",
+    },
+    "plamo": {
+        "base_url": "https://platform.preferredai.jp/api/completion/v1",
+        "models": ["plamo-*"],
+        "key_env": "PLAMO_API_KEY",
+        "needs_key": True,
+        "kind": "openai",
+    },
+    "lmstudio": {
+        "base_url": "http://localhost:1234/v1",
+        "models": ["lmstudio*"],
+        "needs_key": False,
+        "kind": "lmstudio",
+    },
+    "llama": {
+        "base_url": "http://localhost:8080/v1",
+        "models": [],
+        "needs_key": False,
+        "kind": "llama-server",
+    },
+    "ollama": {
+        "base_url": "http://localhost:11434/v1",
+        "models": [],
+        "needs_key": False,
+        "kind": "ollama",
+    },
+}

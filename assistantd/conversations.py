@@ -1,0 +1,194 @@
+"""The ``conversations/*`` methods: list and search, read, rename, delete, fork, export."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from assistantd import errors
+from assistantd.chat import Usage
+from assistantd.rpc import Params, RequestContext, Result
+from assistantd.store import Store
+
+
+class ConversationSummary(BaseModel):
+    id: str
+    title: str
+    model: str | None
+    provider: str | None
+    created_at: str
+    updated_at: str
+    message_count: int
+
+
+class ListParams(Params):
+    limit: int = Field(default=50, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+    query: str | None = None
+
+
+class ListResult(Result):
+    conversations: list[ConversationSummary]
+    total: int
+
+
+class IdParams(Params):
+    id: str
+
+
+class Message(BaseModel):
+    id: str
+    role: str
+    content: str
+    created_at: str
+    status: str
+    usage: Usage | None
+    model: str | None
+    provider: str | None = None
+    context: list[dict[str, str]] | None = None
+    finish_reason: str | None = None
+
+
+class Conversation(Result):
+    id: str
+    title: str
+    model: str | None
+    provider: str | None
+    system: str | None
+    created_at: str
+    updated_at: str
+    source: dict[str, Any] | None = None
+    messages: list[Message]
+
+
+class RenameParams(Params):
+    id: str
+    title: str = Field(min_length=1, max_length=500)
+
+
+class RenameResult(Result):
+    id: str
+    title: str
+
+
+class DeleteResult(Result):
+    id: str
+    deleted: bool
+
+
+class ForkParams(Params):
+    id: str
+    message_id: str | None = None
+
+
+class ForkResult(Result):
+    id: str
+
+
+class ExportParams(Params):
+    id: str
+    format: Literal["markdown", "json"] = "markdown"
+
+
+class ExportResult(Result):
+    format: str
+    content: str
+
+
+def _usage(m: dict[str, Any]) -> Usage | None:
+    if m.get("total_tokens") is None:
+        return None
+    return Usage(
+        prompt_tokens=m["prompt_tokens"] or 0, completion_tokens=m["completion_tokens"] or 0,
+        total_tokens=m["total_tokens"] or 0, cached_tokens=m.get("cached_tokens"),
+    )  # fmt: skip
+
+
+def _missing(cid: str) -> errors.NotFound:
+    return errors.NotFound(f"no conversation {cid!r}", kind="conversation", id=cid)
+
+
+class Conversations:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def list(self, p: ListParams, ctx: RequestContext) -> ListResult:
+        """Conversations, newest first; ``query`` searches titles and messages."""
+        rows, total = await self.store.run(self.store.list_conversations, p.limit, p.offset, p.query)
+        return ListResult(conversations=[ConversationSummary(**r) for r in rows], total=total)
+
+    async def load(self, cid: str) -> Conversation:
+        def read() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+            return self.store.conversation(cid), self.store.messages(cid)
+
+        conv, msgs = await self.store.run(read)
+        if conv is None:
+            raise _missing(cid)
+        return Conversation(
+            **{k: conv[k] for k in ("id", "title", "model", "provider", "system", "created_at",
+                                    "updated_at")},
+            source=json.loads(conv["source"]) if conv["source"] else None,
+            messages=[
+                Message(id=m["id"], role=m["role"], content=m["content"],
+                        created_at=m["created_at"], status=m["status"], usage=_usage(m),
+                        model=m["model"], provider=m["provider"],
+                        context=json.loads(m["context"]) if m["context"] else None,
+                        finish_reason=m["finish_reason"])
+                for m in msgs
+            ],
+        )  # fmt: skip
+
+    async def get(self, p: IdParams, ctx: RequestContext) -> Conversation:
+        """A conversation with all its messages."""
+        return await self.load(p.id)
+
+    async def rename(self, p: RenameParams, ctx: RequestContext) -> RenameResult:
+        """Give a conversation a new title."""
+        if not await self.store.run(self.store.rename, p.id, p.title):
+            raise _missing(p.id)
+        return RenameResult(id=p.id, title=p.title)
+
+    async def delete(self, p: IdParams, ctx: RequestContext) -> DeleteResult:
+        """Delete a conversation and its messages."""
+        if not await self.store.run(self.store.delete, p.id):
+            raise _missing(p.id)
+        return DeleteResult(id=p.id, deleted=True)
+
+    async def fork(self, p: ForkParams, ctx: RequestContext) -> ForkResult:
+        """A new conversation with the history up to and including ``message_id``."""
+        try:
+            new = await self.store.run(self.store.fork, p.id, p.message_id)
+        except KeyError:
+            raise errors.NotFound(
+                f"no message {p.message_id!r} in {p.id!r}", kind="message", id=p.message_id
+            ) from None
+        if new is None:
+            raise _missing(p.id)
+        return ForkResult(id=new)
+
+    async def export(self, p: ExportParams, ctx: RequestContext) -> ExportResult:
+        """A conversation as Markdown or JSON."""
+        conv = await self.load(p.id)
+        if p.format == "json":
+            return ExportResult(format="json", content=conv.model_dump_json(indent=2))
+        return ExportResult(format="markdown", content=to_markdown(conv))
+
+
+def to_markdown(conv: Conversation) -> str:
+    lines = [f"# {conv.title}", "", f"- model: {conv.model or '-'} ({conv.provider or '-'})",
+             f"- created: {conv.created_at}", ""]  # fmt: skip
+    if conv.source:
+        lines += [f"- source: {conv.source.get('url') or conv.source.get('title') or ''}", ""]
+    if conv.system:
+        lines += ["## System", "", conv.system, ""]
+    for m in conv.messages:
+        head = {"user": "## User", "assistant": "## Assistant"}.get(m.role, f"## {m.role}")
+        if m.status != "complete":
+            head += f" ({m.status})"
+        lines += [head, "", m.content, ""]
+        for a in m.context or []:
+            lines += [f"<details><summary>{a['name']}</summary>", "", "```", a["text"], "```",
+                      "", "</details>", ""]  # fmt: skip
+    return "\n".join(lines)

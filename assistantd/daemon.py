@@ -1,0 +1,395 @@
+"""The daemon process: wires config, keys, store, providers and methods to the socket,
+and owns the lifecycle (ready, reload, shutdown, signals)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from assistantd import PROTOCOL_VERSION, __version__, config, errors, framing, paths, secrets
+from assistantd.chat import Chat, ChatParams, ChatResult
+from assistantd.conversations import (
+    Conversation, Conversations, DeleteResult, ExportParams, ExportResult, ForkParams,
+    ForkResult, IdParams, ListParams, ListResult, RenameParams, RenameResult,
+)  # fmt: skip
+from assistantd.providers import Providers
+from assistantd.rpc import EmptyResult, NoParams, Params, Registry, RequestContext, Result
+from assistantd.server import AlreadyRunning, Listener, Server, notify_systemd
+from assistantd.store import Store
+
+log = logging.getLogger("assistantd")
+
+FALLBACK_MODEL = "gpt-4.1"
+
+
+class Status(Result):
+    version: str
+    protocol: int
+    pid: int
+    uptime_s: float
+    socket: str
+    data_dir: str
+    config_path: str
+    config_ok: bool
+    config_error: str | None
+    active_requests: int
+    providers: list[str]
+    default_model: str
+    keyring_error: str | None = None
+
+
+class KeySetParams(Params):
+    provider: str
+    key: str = Field(min_length=1, max_length=4096)
+
+
+class KeySetResult(Result):
+    provider: str
+    source: str
+
+
+class ProviderParam(Params):
+    provider: str
+
+
+class KeyDeleteResult(Result):
+    provider: str
+    deleted: bool
+
+
+class KeyInfo(BaseModel):
+    provider: str
+    source: str
+    env_var: str | None
+    hint: str
+
+
+class KeyListResult(Result):
+    keys: list[KeyInfo]
+    keyring_error: str | None = None
+
+
+class ProviderInfo(BaseModel):
+    name: str
+    base_url: str
+    kind: str
+    models: list[str]
+    key_source: str
+    local: bool
+    managed: bool
+    state: str
+
+
+class ProvidersResult(Result):
+    providers: list[ProviderInfo]
+
+
+class ModelsParams(Params):
+    provider: str | None = None
+
+
+class ModelInfo(BaseModel):
+    id: str
+    provider: str
+
+
+class ModelError(BaseModel):
+    provider: str
+    code: int
+    message: str
+
+
+class ModelsResult(Result):
+    models: list[ModelInfo]
+    errors: list[ModelError] = []
+
+
+class Daemon:
+    def __init__(self, socket_path: Path, config_path: Path, data_dir: Path) -> None:
+        self.started = time.monotonic()
+        self.socket_path = socket_path
+        self.config_path = config_path
+        self.data_dir = data_dir
+        self.config_error: str | None = None
+        self.config = self._read_config() or config.Config()
+        self.registry = Registry()
+        self.store = Store(data_dir / "conversations.sqlite3")
+        self.providers = Providers(self.config)
+        self.chat = Chat(self.store, self.providers, self.default_model)
+        self.conversations = Conversations(self.store)
+        self.server = Server(self.registry)
+        self.stopping = asyncio.Event()
+        self._models_cache: dict[str, tuple[float, list[ModelInfo]]] = {}
+        self._register()
+
+    # -- config --------------------------------------------------------------------
+
+    def _read_config(self) -> config.Config | None:
+        try:
+            cfg = config.load(self.config_path)
+        except config.ConfigError as e:
+            self.config_error = str(e)
+            log.error("config not applied: %s", e)
+            return None
+        self.config_error = None
+        return cfg
+
+    def reload(self) -> None:
+        """Re-read the config; a bad one keeps the last good one and is reported."""
+        cfg = self._read_config()
+        if cfg is not None:
+            self.config = cfg
+            self.providers.reconfigure(cfg)
+            self._models_cache.clear()
+            log.info("config reloaded from %s", self.config_path)
+
+    async def watch_config(self) -> None:
+        import watchfiles
+
+        folder = self.config_path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        target = str(self.config_path.resolve())
+
+        def only_config(change: Any, path: str) -> bool:
+            return str(Path(path).resolve()) == target
+
+        async for _ in watchfiles.awatch(
+            folder, watch_filter=only_config, debounce=200, step=50, stop_event=self.stopping,
+            recursive=False,
+        ):  # fmt: skip
+            self.reload()
+
+    def default_model(self) -> str:
+        return self.config.default_model or FALLBACK_MODEL
+
+    # -- methods -------------------------------------------------------------------
+
+    def _register(self) -> None:
+        r = self.registry.add
+        r("daemon/status", NoParams, Status, self.status)
+        r("daemon/reload", NoParams, Status, self.do_reload)
+        r("daemon/shutdown", NoParams, EmptyResult, self.shutdown)
+        r("keys/set", KeySetParams, KeySetResult, self.keys_set)
+        r("keys/delete", ProviderParam, KeyDeleteResult, self.keys_delete)
+        r("keys/list", NoParams, KeyListResult, self.keys_list)
+        r("providers/list", NoParams, ProvidersResult, self.providers_list)
+        r("models/list", ModelsParams, ModelsResult, self.models_list)
+        r("chat/send", ChatParams, ChatResult, self.chat.send)
+        c = self.conversations
+        r("conversations/list", ListParams, ListResult, c.list)
+        r("conversations/get", IdParams, Conversation, c.get)
+        r("conversations/rename", RenameParams, RenameResult, c.rename)
+        r("conversations/delete", IdParams, DeleteResult, c.delete)
+        r("conversations/fork", ForkParams, ForkResult, c.fork)
+        r("conversations/export", ExportParams, ExportResult, c.export)
+
+    async def status(self, p: NoParams, ctx: RequestContext) -> Status:
+        """The daemon's version, paths, config state, load and providers."""
+        return Status(
+            version=__version__, protocol=PROTOCOL_VERSION, pid=os.getpid(),
+            uptime_s=round(time.monotonic() - self.started, 3), socket=str(self.socket_path),
+            data_dir=str(self.data_dir), config_path=str(self.config_path),
+            config_ok=self.config_error is None, config_error=self.config_error,
+            active_requests=max(0, len(self.registry.active) - 1),  # not counting this one
+            providers=list(self.providers.by_name), default_model=self.default_model(),
+            keyring_error=self.providers.keyring_error,
+        )  # fmt: skip
+
+    async def do_reload(self, p: NoParams, ctx: RequestContext) -> Status:
+        """Re-read the config file now; the result is the status after it."""
+        self.reload()
+        return await self.status(p, ctx)
+
+    async def shutdown(self, p: NoParams, ctx: RequestContext) -> EmptyResult:
+        """Stop: cancel requests in flight (partial answers are saved), remove the socket."""
+        asyncio.get_running_loop().call_later(0.05, self.stopping.set)
+        return EmptyResult()
+
+    async def keys_set(self, p: KeySetParams, ctx: RequestContext) -> KeySetResult:
+        """Store a provider's API key in the OS keyring."""
+        self.providers.get(p.provider)
+        key = p.key.strip()
+        if not key or any(c.isspace() for c in key):
+            raise errors.InvalidParams("a key has no spaces or newlines", reason="bad_key")
+        try:
+            await secrets.set_key(p.provider, key)
+        except secrets.KeyringUnavailable as e:
+            raise errors.NoApiKey(f"cannot store the key: {e}", provider=p.provider,
+                                  reason="keyring_unavailable") from None  # fmt: skip
+        self.providers.forget_keys(p.provider)
+        return KeySetResult(provider=p.provider, source="keyring")
+
+    async def keys_delete(self, p: ProviderParam, ctx: RequestContext) -> KeyDeleteResult:
+        """Remove a provider's key from the OS keyring."""
+        try:
+            deleted = await secrets.delete_key(p.provider)
+        except secrets.KeyringUnavailable as e:
+            raise errors.NoApiKey(f"cannot delete the key: {e}", provider=p.provider,
+                                  reason="keyring_unavailable") from None  # fmt: skip
+        self.providers.forget_keys(p.provider)
+        return KeyDeleteResult(provider=p.provider, deleted=deleted)
+
+    async def keys_list(self, p: NoParams, ctx: RequestContext) -> KeyListResult:
+        """Where each provider's key comes from (keyring, env or none), with a short hint."""
+        out = []
+        for prov in self.providers.by_name.values():
+            if not prov.needs_key and not prov.key_env:
+                continue
+            self.providers.forget_keys(prov.name)
+            key, source = await self.providers.key(prov)
+            out.append(KeyInfo(provider=prov.name, source=source, env_var=prov.key_env,
+                               hint=secrets.hint(key) if key else ""))  # fmt: skip
+        return KeyListResult(keys=out, keyring_error=self.providers.keyring_error)
+
+    async def providers_list(self, p: NoParams, ctx: RequestContext) -> ProvidersResult:
+        """Every provider, its routing patterns, key source and state."""
+        out = []
+        for prov in self.providers.by_name.values():
+            _, source = await self.providers.key(prov)
+            out.append(ProviderInfo(
+                name=prov.name, base_url=prov.base_url, kind=prov.kind, models=list(prov.models),
+                key_source=source, local=prov.local, managed=prov.managed,
+                state=self.provider_state(prov.name),
+            ))  # fmt: skip
+        return ProvidersResult(providers=out)
+
+    def provider_state(self, name: str) -> str:
+        prov = self.providers.by_name[name]
+        return "local" if prov.local else "remote"
+
+    async def models_list(self, p: ModelsParams, ctx: RequestContext) -> ModelsResult:
+        """Models each provider serves (its GET /models), cached for a minute."""
+        chosen = [self.providers.get(p.provider)] if p.provider else list(self.providers.by_name.values())
+        models: list[ModelInfo] = []
+        problems: list[ModelError] = []
+
+        async def one(prov: Any) -> None:
+            cached = self._models_cache.get(prov.name)
+            if cached and time.monotonic() - cached[0] < 60:
+                models.extend(cached[1])
+                return
+            try:
+                client = await self.providers.client(prov)
+                async with asyncio.timeout(10):
+                    page = await client.models.list()
+                found = [ModelInfo(id=m.id, provider=prov.name) for m in page.data]
+            except errors.RpcError as e:
+                problems.append(ModelError(provider=prov.name, code=e.code, message=e.message))
+                return
+            except Exception as e:  # an unreachable or odd provider is listed, not fatal
+                err = self.providers._map(prov, e)
+                problems.append(ModelError(provider=prov.name, code=err.code, message=err.message))
+                return
+            self._models_cache[prov.name] = (time.monotonic(), found)
+            models.extend(found)
+
+        async with asyncio.TaskGroup() as tg:
+            for prov in chosen:
+                tg.create_task(one(prov))
+        return ModelsResult(models=models, errors=problems)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def run(self, listener: Listener) -> None:
+        await self.store.aopen()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        server = await asyncio.start_unix_server(
+            self.server.handle, sock=listener.sock, limit=framing.MAX_MESSAGE + 2
+        )
+        log.info("assistantd %s serving %s (pid %d)", __version__, self.socket_path, os.getpid())
+        notify_systemd("READY=1")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                watcher = tg.create_task(self.watch_config())
+                await self.stopping.wait()
+                watcher.cancel()
+        finally:
+            notify_systemd("STOPPING=1")
+            server.close()
+            await self._drain()
+            await self.providers.close()
+            self.store.close()
+            log.info("assistantd stopped")
+
+    async def _drain(self) -> None:
+        """Cancel requests in flight, give them a moment to answer, then drop connections."""
+        self.registry.cancel_all()
+        deadline = time.monotonic() + 5
+        while self.registry.active and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)  # let the cancelled answers reach their clients
+        for task in list(self.server.connections):
+            task.cancel()
+        if self.server.connections:
+            await asyncio.wait(list(self.server.connections), timeout=2)
+
+
+def setup_logging(log_dir: Path, level: str, foreground: bool) -> None:
+    log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root = logging.getLogger("assistantd")
+    root.setLevel(level)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [
+        logging.handlers.RotatingFileHandler(
+            log_dir / "assistantd.log", maxBytes=2_000_000, backupCount=3, encoding="utf-8"
+        )
+    ]
+    if foreground:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for h in handlers:
+        h.setFormatter(fmt)
+        h.addFilter(secrets.ScrubFilter())
+        root.addHandler(h)
+    try:
+        os.chmod(log_dir / "assistantd.log", 0o600)
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="assistantd", description="The assistantd daemon.")
+    parser.add_argument("--socket", help="socket path (default: $ASSISTANTD_SOCKET, config, runtime dir)")
+    parser.add_argument("--config", help="config file (default: $ASSISTANTD_CONFIG or the config dir)")
+    parser.add_argument("--quiet", action="store_true", help="log to the file only, not stderr")
+    parser.add_argument("--version", action="version", version=f"assistantd {__version__}")
+    args = parser.parse_args(argv)
+
+    config_path = paths.config_path(args.config)
+    dirs = paths.dirs()
+    setup_logging(dirs.log, "INFO", foreground=not args.quiet)
+    socket_cfg = None
+    try:
+        cfg = config.load(config_path)
+        socket_cfg = cfg.socket
+        logging.getLogger("assistantd").setLevel(cfg.log_level)
+    except config.ConfigError:
+        pass
+    socket_path = paths.socket_path(args.socket, socket_cfg)
+    listener = Listener(socket_path)
+    try:
+        listener.acquire()
+    except AlreadyRunning as e:
+        print(f"assistantd: {e}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:
+        print(f"assistantd: cannot listen on {socket_path}: {e}", file=sys.stderr)
+        sys.exit(1)
+    try:
+        daemon = Daemon(socket_path, config_path, dirs.data)
+        asyncio.run(daemon.run(listener))
+    finally:
+        listener.release()
+    sys.exit(0)

@@ -1,0 +1,410 @@
+"""OpenAI-compatible providers: presets merged with the config, routing by model name,
+keys (keyring, then env var), one warm ``AsyncOpenAI`` client per provider, and one
+completion call with retries before the first token and errors mapped to the contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from assistantd import errors, secrets, tokens
+from assistantd.config import PRESETS, Config, LocalConfig
+
+if TYPE_CHECKING:
+    import openai
+
+log = logging.getLogger("assistantd.providers")
+
+RETRIES = 2  # extra attempts before the first token, for 429, 5xx and connect errors
+MAX_RETRY_WAIT_S = 20.0
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    base_url: str
+    models: tuple[str, ...]
+    key_env: str | None
+    needs_key: bool
+    context_window: int | None
+    kind: str
+    managed: bool = False
+    timeout_s: float = 120.0
+
+    @property
+    def local(self) -> bool:
+        return self.kind != "openai" or self.managed
+
+
+def build(config: Config) -> dict[str, Provider]:
+    """Presets, overridden and extended key by key by the config, plus ``[local.*]``."""
+    out: dict[str, Provider] = {}
+    names = list(PRESETS) + [n for n in config.providers if n not in PRESETS]
+    for name in names:
+        merged: dict[str, Any] = dict(PRESETS.get(name, {}))
+        if name in config.providers:
+            merged.update(config.providers[name].model_dump(exclude_none=True))
+        if "base_url" not in merged:
+            continue  # a table that only tunes a preset that does not exist: nothing to route to
+        out[name] = Provider(
+            name=name,
+            base_url=merged["base_url"].rstrip("/"),
+            models=tuple(merged.get("models") or ()),
+            key_env=merged.get("key_env"),
+            needs_key=merged.get("needs_key", True),
+            context_window=merged.get("context_window"),
+            kind=merged.get("kind", "openai"),
+            timeout_s=merged.get("timeout_s", 120.0),
+        )
+    for name, lc in config.local.items():
+        out[name] = local_provider(name, lc)
+    return out
+
+
+def local_provider(name: str, lc: LocalConfig) -> Provider:
+    return Provider(
+        name=name,
+        base_url="",  # filled in by the local server manager when it starts
+        models=tuple(lc.models or [lc.alias or name]),
+        key_env=None,
+        needs_key=False,
+        context_window=None,
+        kind="llama-server",
+        managed=True,
+        timeout_s=600.0,
+    )
+
+
+@dataclass
+class Completion:
+    """What a completion produced so far: filled while streaming, read after a cancel."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = None
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
+    got_logprobs: bool = False
+    started: bool = False  # a token arrived: no more retries
+
+
+class ContextExceeded(Exception):
+    """The provider said the prompt does not fit its context window."""
+
+
+class StreamBroken(Exception):
+    """The stream broke off after it started; ``error`` is the mapped protocol error."""
+
+    def __init__(self, error: errors.RpcError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+OnDelta = Callable[[str, list[dict[str, Any]] | None], Awaitable[None]]
+BaseUrlHook = Callable[[Provider], Awaitable[str]]
+
+
+class Providers:
+    def __init__(self, config: Config, base_url_hook: BaseUrlHook | None = None) -> None:
+        self.config = config
+        self.by_name = build(config)
+        self._clients: dict[str, tuple[tuple[str, str], openai.AsyncOpenAI]] = {}
+        self._keys: dict[str, tuple[str | None, str]] = {}
+        self._base_url_hook = base_url_hook
+        self.keyring_error: str | None = None
+        self.window_hints: dict[tuple[str, str], int] = {}  # learned, e.g. from llama-server /props
+
+    def reconfigure(self, config: Config) -> None:
+        self.config = config
+        self.by_name = build(config)
+        self.forget_keys()
+
+    def forget_keys(self, provider: str | None = None) -> None:
+        if provider is None:
+            self._keys.clear()
+        else:
+            self._keys.pop(provider, None)
+
+    # -- routing -------------------------------------------------------------------
+
+    def get(self, name: str) -> Provider:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise errors.NotFound(f"no provider named {name!r}", kind="provider", id=name) from None
+
+    def route(self, model: str, provider: str | None = None) -> Provider:
+        """``provider`` if given; else the first whose patterns match; else the default."""
+        if provider:
+            return self.get(provider)
+        for p in self.by_name.values():
+            if any(fnmatch.fnmatchcase(model, pat) for pat in p.models):
+                return p
+        return self.get(self.config.default_provider or "openai")
+
+    def context_window(self, provider: Provider, model: str) -> int:
+        mc = self.config.models.get(model)
+        if mc and mc.context_window:
+            return mc.context_window
+        if hint := self.window_hints.get((provider.name, model)) or self.window_hints.get(
+            (provider.name, "*")
+        ):
+            return hint
+        return provider.context_window or tokens.known_window(model) or tokens.DEFAULT_WINDOW
+
+    # -- keys and clients ----------------------------------------------------------
+
+    async def key(self, p: Provider) -> tuple[str | None, str]:
+        """(key, source): keyring first, then the env var; source is keyring/env/none."""
+        if p.name in self._keys:
+            return self._keys[p.name]
+        found: tuple[str | None, str] = (None, "none")
+        try:
+            value = await secrets.get_key(p.name)
+            self.keyring_error = None
+            if value:
+                found = (value, "keyring")
+        except secrets.KeyringUnavailable as e:
+            self.keyring_error = str(e)
+            log.warning("%s; falling back to environment variables", e)
+        if found[0] is None and (value := secrets.env_key(p.key_env)):
+            found = (value, "env")
+        if found[0] is not None:
+            self._keys[p.name] = found
+        return found
+
+    async def client(self, p: Provider) -> openai.AsyncOpenAI:
+        key, _ = await self.key(p)
+        if key is None:
+            if p.needs_key:
+                where = f" or ${p.key_env}" if p.key_env else ""
+                raise errors.NoApiKey(
+                    f"no API key for {p.name}: run `assistantctl keys set {p.name}`{where}",
+                    provider=p.name,
+                )
+            key = "no-key"  # the SDK insists on one; local servers ignore it
+        base_url = await self._base_url_hook(p) if p.managed and self._base_url_hook else p.base_url
+        ident = (base_url, key)
+        cached = self._clients.get(p.name)
+        if cached and cached[0] == ident:
+            return cached[1]
+        import openai
+
+        client = openai.AsyncOpenAI(
+            api_key=key,
+            base_url=base_url,
+            max_retries=0,  # retried here, before the first token only
+            timeout=openai.Timeout(p.timeout_s, connect=10.0),
+        )
+        self._clients[p.name] = (ident, client)
+        if cached:
+            await cached[1].close()
+        return client
+
+    async def close(self) -> None:
+        for _, client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+
+    # -- one completion ------------------------------------------------------------
+
+    async def complete(
+        self,
+        p: Provider,
+        model: str,
+        messages: list[dict[str, Any]],
+        out: Completion,
+        *,
+        stream: bool = True,
+        on_delta: OnDelta | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        top_logprobs: int | None = None,
+    ) -> Completion:
+        """Run one completion into ``out``. Retries 429/5xx/connect errors until the first
+        token; maps every failure to the contract's errors; on cancel, closes the
+        upstream stream at once (so the provider stops generating) and re-raises."""
+        import openai
+
+        client = await self.client(p)
+        kwargs: dict[str, Any] = {"model": model, "messages": messages}
+        if temperature is not None:
+            kwargs["temperature"] = temperature
+        if max_tokens is not None:
+            kwargs["max_tokens"] = max_tokens
+        if top_logprobs is not None:
+            kwargs["logprobs"] = True
+            if top_logprobs > 0:
+                kwargs["top_logprobs"] = top_logprobs
+        attempt = 0
+        while True:
+            try:
+                if stream:
+                    await self._stream(client, kwargs, out, on_delta)
+                else:
+                    await self._once(client, kwargs, out)
+                return out
+            except openai.APIError as e:
+                if out.started:
+                    raise StreamBroken(self._map(p, e)) from None
+                if _context_exceeded(e):
+                    raise ContextExceeded(str(e)) from None
+                if isinstance(e, openai.AuthenticationError):
+                    self.forget_keys(p.name)  # a key changed outside us is read afresh next time
+                wait = _retry_wait(e, attempt)
+                if wait is None or attempt >= RETRIES:
+                    raise self._map(p, e) from None
+                attempt += 1
+                log.info("%s: %s; retry %d in %.1f s", p.name, type(e).__name__, attempt, wait)
+                await asyncio.sleep(wait)
+            except (ValueError, OSError) as e:  # garbage SSE, a transport error mid-stream
+                err = errors.UpstreamError(
+                    f"{p.name} sent a stream that could not be read: {type(e).__name__}",
+                    provider=p.name, status=None,
+                )  # fmt: skip
+                if isinstance(e, OSError):
+                    err = errors.UpstreamUnreachable(
+                        f"lost the connection to {p.name}", provider=p.name, base_url=p.base_url
+                    )
+                raise StreamBroken(err) if out.started else err from None
+
+    async def _stream(
+        self, client: openai.AsyncOpenAI, kwargs: dict[str, Any], out: Completion,
+        on_delta: OnDelta | None,
+    ) -> None:  # fmt: skip
+        import httpx2
+
+        stream = await client.chat.completions.create(
+            **kwargs, stream=True, stream_options={"include_usage": True}
+        )
+        try:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    out.usage = _usage(chunk.usage)
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                text = choice.delta.content or "" if choice.delta else ""
+                lps = None
+                if choice.logprobs is not None and choice.logprobs.content:
+                    lps = [_logprob(e) for e in choice.logprobs.content]
+                    out.logprobs.extend(lps)
+                    out.got_logprobs = True
+                if text or lps:
+                    out.started = True
+                    out.text += text
+                    if on_delta is not None:
+                        await on_delta(text, lps)
+                if choice.finish_reason:
+                    out.finish_reason = choice.finish_reason
+        except httpx2.HTTPError as e:
+            raise OSError(str(e)) from e
+        finally:
+            await stream.close()
+        if out.finish_reason is None:
+            raise ValueError("the stream ended without a finish reason")
+
+    async def _once(self, client: openai.AsyncOpenAI, kwargs: dict[str, Any], out: Completion) -> None:
+        res = await client.chat.completions.create(**kwargs)
+        if res.usage is not None:
+            out.usage = _usage(res.usage)
+        if not res.choices:
+            raise ValueError("the answer had no choices")
+        choice = res.choices[0]
+        out.text = choice.message.content or ""
+        out.finish_reason = choice.finish_reason
+        if choice.logprobs is not None and choice.logprobs.content:
+            out.logprobs = [_logprob(e) for e in choice.logprobs.content]
+            out.got_logprobs = True
+
+    def _map(self, p: Provider, e: Exception) -> errors.RpcError:
+        import openai
+
+        if isinstance(e, openai.APITimeoutError | openai.APIConnectionError):
+            return errors.UpstreamUnreachable(
+                f"cannot reach {p.name} at {p.base_url}: {type(e).__name__}",
+                provider=p.name, base_url=p.base_url,
+            )  # fmt: skip
+        if isinstance(e, openai.RateLimitError):
+            return errors.RateLimited(
+                f"{p.name} is rate limiting (429) after {RETRIES + 1} attempts",
+                provider=p.name, retry_after=_retry_after(e),
+            )  # fmt: skip
+        if isinstance(e, openai.APIStatusError):
+            message = _error_message(e)
+            if e.status_code == 401:
+                message = f"{p.name} refused the API key (401): {message}"
+            return errors.UpstreamError(
+                secrets.scrub(message), status=e.status_code, provider=p.name,
+                message=secrets.scrub(message),
+            )  # fmt: skip
+        return errors.UpstreamError(
+            secrets.scrub(f"{p.name}: {e}"), provider=p.name, message=secrets.scrub(str(e))
+        )
+
+
+def _usage(u: Any) -> dict[str, int]:
+    usage = {
+        "prompt_tokens": u.prompt_tokens or 0,
+        "completion_tokens": u.completion_tokens or 0,
+        "total_tokens": u.total_tokens or 0,
+    }
+    details = getattr(u, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) if details is not None else None
+    if cached:
+        usage["cached_tokens"] = cached
+    return usage
+
+
+def _logprob(e: Any) -> dict[str, Any]:
+    return {
+        "token": e.token,
+        "logprob": e.logprob,
+        "top_logprobs": [{"token": t.token, "logprob": t.logprob} for t in e.top_logprobs or []],
+    }
+
+
+def _error_message(e: Any) -> str:
+    body = getattr(e, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+    return str(getattr(e, "message", e))
+
+
+def _context_exceeded(e: Any) -> bool:
+    if getattr(e, "status_code", None) not in (400, 413):
+        return False
+    text = str(getattr(e, "body", "")) + str(getattr(e, "message", ""))
+    return any(
+        s in text.lower()
+        for s in ("context_length_exceeded", "context length", "context window", "exceeds the available context")
+    )
+
+
+def _retry_after(e: Any) -> float | None:
+    response = getattr(e, "response", None)
+    raw = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def _retry_wait(e: Any, attempt: int) -> float | None:
+    """Seconds to wait before retrying ``e``, or None when it is not worth a retry."""
+    import openai
+
+    if isinstance(e, openai.RateLimitError):
+        after = _retry_after(e)
+        return min(after if after is not None else 2.0 ** attempt, MAX_RETRY_WAIT_S)
+    status = getattr(e, "status_code", None)
+    if isinstance(e, openai.APIConnectionError) or (isinstance(status, int) and status >= 500):
+        return 0.25 * 2**attempt + random.uniform(0, 0.1)
+    return None

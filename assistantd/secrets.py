@@ -1,0 +1,118 @@
+"""API keys in the OS keyring (service ``assistantd``, username = provider name).
+
+Keyring calls go through D-Bus on Linux and can hang (a locked collection waiting for
+a prompt, a D-Bus without a Secret Service): each runs off the event loop under a
+timeout. Every key this process has seen is remembered only so that ``scrub`` can
+blank it out of any log line, error message or reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+SERVICE = "assistantd"
+TIMEOUT_S = 5.0
+_seen: set[str] = set()
+
+
+def remember(key: str) -> None:
+    if len(key) >= 4:
+        _seen.add(key)
+
+
+def scrub(text: str) -> str:
+    """``text`` with every key this process has seen replaced by ``***``."""
+    for key in _seen:
+        if key in text:
+            text = text.replace(key, "***")
+    return text
+
+
+def hint(key: str) -> str:
+    """At most the last 4 characters, and none of a short key."""
+    return key[-4:] if len(key) >= 12 else ""
+
+
+class ScrubFilter(logging.Filter):
+    """Blanks known keys out of every log record, tracebacks included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _seen:
+            record.msg = scrub(record.getMessage())
+            record.args = None
+            if record.exc_info:
+                formatted = logging.Formatter().formatException(record.exc_info)
+                record.exc_text = scrub(formatted)
+                record.exc_info = None
+        return True
+
+
+class KeyringUnavailable(Exception):
+    """No usable OS keyring: none installed, locked, or not answering."""
+
+
+def _backend() -> Any:
+    import keyring
+    from keyring.backends import fail
+
+    kr = keyring.get_keyring()
+    if isinstance(kr, fail.Keyring):
+        raise KeyringUnavailable(
+            "no OS keyring is available (on Linux: a Secret Service such as gnome-keyring "
+            "in a D-Bus session)"
+        )
+    return kr
+
+
+async def _run(func_name: str, *args: str) -> Any:
+    def call() -> Any:
+        from keyring.errors import KeyringError
+
+        try:
+            return getattr(_backend(), func_name)(SERVICE, *args)
+        except KeyringError as e:
+            if type(e).__name__ == "PasswordDeleteError":
+                raise
+            raise KeyringUnavailable(f"the OS keyring refused: {type(e).__name__}: {e}") from None
+        except KeyringUnavailable:
+            raise
+        except Exception as e:  # D-Bus failures surface as many types
+            raise KeyringUnavailable(f"the OS keyring failed: {type(e).__name__}: {e}") from None
+
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            return await asyncio.to_thread(call)
+    except TimeoutError:
+        raise KeyringUnavailable(f"the OS keyring did not answer within {TIMEOUT_S:g} s") from None
+
+
+async def get_key(provider: str) -> str | None:
+    value = await _run("get_password", provider)
+    if value:
+        remember(value)
+    return value or None
+
+
+async def set_key(provider: str, key: str) -> None:
+    remember(key)
+    await _run("set_password", provider, key)
+
+
+async def delete_key(provider: str) -> bool:
+    from keyring.errors import PasswordDeleteError
+
+    try:
+        await _run("delete_password", provider)
+    except PasswordDeleteError:
+        return False
+    return True
+
+
+def env_key(env_var: str | None) -> str | None:
+    value = os.environ.get(env_var) if env_var else None
+    if value:
+        remember(value)
+    return value or None

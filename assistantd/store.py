@@ -1,0 +1,224 @@
+"""Conversations in one SQLite file (WAL, numbered migrations, FTS5 search).
+
+All access goes through one worker thread (``Store.run``), so the event loop never
+waits on the disk and the connection is never shared between threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+MIGRATIONS: list[str] = [
+    # 1: conversations, messages and full-text search over both
+    """
+    CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL DEFAULT '',
+        model TEXT, provider TEXT, system TEXT,
+        source TEXT,                       -- JSON: what a summary was made of
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL
+    );
+    CREATE INDEX conversations_updated ON conversations(updated_at DESC);
+    CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        context TEXT,                      -- JSON list of {name, text} attachments
+        status TEXT NOT NULL DEFAULT 'complete',
+        model TEXT, provider TEXT, finish_reason TEXT,
+        prompt_tokens INTEGER, completion_tokens INTEGER, cached_tokens INTEGER,
+        total_tokens INTEGER, tokens INTEGER,
+        logprobs TEXT,                     -- JSON
+        created_at TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX messages_seq ON messages(conversation_id, seq);
+    CREATE VIRTUAL TABLE search USING fts5(conversation_id UNINDEXED, text);
+    """,
+]
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_id(prefix: str) -> str:
+    """Time-ordered ids: creation order sorts lexically."""
+    return f"{prefix}{time.time_ns() // 1_000_000:011x}{secrets.token_hex(4)}"
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._db: sqlite3.Connection | None = None
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, func, *args)
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=5000")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        for n, script in enumerate(MIGRATIONS[version:], version + 1):
+            db.executescript(f"BEGIN; {script}; PRAGMA user_version={n}; COMMIT;")
+        self._db = db
+
+    async def aopen(self) -> None:
+        await self.run(self.open)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self._pool.shutdown(wait=True)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "store not open"
+        return self._db
+
+    # -- conversations -------------------------------------------------------------
+
+    def create_conversation(
+        self, *, title: str, model: str | None, provider: str | None, system: str | None,
+        source: dict[str, Any] | None = None,
+    ) -> str:  # fmt: skip
+        cid, ts = new_id("c"), now()
+        with self.db:
+            self.db.execute(
+                "INSERT INTO conversations(id, title, model, provider, system, source, created_at,"
+                " updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                (cid, title, model, provider, system, json.dumps(source) if source else None, ts, ts),
+            )
+            self.db.execute("INSERT INTO search(conversation_id, text) VALUES (?, ?)", (cid, title))
+        return cid
+
+    def conversation(self, cid: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM conversations WHERE id=?", (cid,)).fetchone()
+        return dict(row) if row else None
+
+    def list_conversations(self, limit: int, offset: int, query: str | None) -> tuple[list[dict[str, Any]], int]:
+        cols = (
+            "c.id, c.title, c.model, c.provider, c.created_at, c.updated_at,"
+            " (SELECT COUNT(*) FROM messages m WHERE m.conversation_id=c.id) AS message_count"
+        )
+        if query:
+            match = _fts_query(query)
+            where = "WHERE c.id IN (SELECT conversation_id FROM search WHERE search MATCH ?)"
+            args: tuple[Any, ...] = (match,)
+        else:
+            where, args = "", ()
+        total = self.db.execute(f"SELECT COUNT(*) FROM conversations c {where}", args).fetchone()[0]
+        rows = self.db.execute(
+            f"SELECT {cols} FROM conversations c {where} ORDER BY c.updated_at DESC, c.id DESC"
+            " LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        ).fetchall()
+        return [dict(r) for r in rows], total
+
+    def rename(self, cid: str, title: str) -> bool:
+        with self.db:
+            cur = self.db.execute(
+                "UPDATE conversations SET title=?, updated_at=? WHERE id=?", (title, now(), cid)
+            )
+            if cur.rowcount:
+                self.db.execute(
+                    "INSERT INTO search(conversation_id, text) VALUES (?, ?)", (cid, title)
+                )
+        return cur.rowcount > 0
+
+    def delete(self, cid: str) -> bool:
+        with self.db:
+            cur = self.db.execute("DELETE FROM conversations WHERE id=?", (cid,))
+            self.db.execute("DELETE FROM search WHERE conversation_id=?", (cid,))
+        return cur.rowcount > 0
+
+    def touch(self, cid: str, model: str | None, provider: str | None) -> None:
+        with self.db:
+            self.db.execute(
+                "UPDATE conversations SET updated_at=?, model=COALESCE(?, model),"
+                " provider=COALESCE(?, provider) WHERE id=?",
+                (now(), model, provider, cid),
+            )
+
+    # -- messages ------------------------------------------------------------------
+
+    def messages(self, cid: str) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT * FROM messages WHERE conversation_id=? ORDER BY seq", (cid,)
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def add_message(self, cid: str, role: str, content: str, **fields: Any) -> str:
+        """Append a message; JSON fields (``context``, ``logprobs``) are serialized here."""
+        mid = new_id("m")
+        for key in ("context", "logprobs"):
+            if fields.get(key) is not None:
+                fields[key] = json.dumps(fields[key], ensure_ascii=False)
+        names = ["id", "conversation_id", "seq", "role", "content", "created_at", *fields]
+        with self.db:
+            seq = self.db.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE conversation_id=?", (cid,)
+            ).fetchone()[0]
+            self.db.execute(
+                f"INSERT INTO messages({','.join(names)}) VALUES ({','.join('?' * len(names))})",
+                (mid, cid, seq, role, content, now(), *fields.values()),
+            )
+            self.db.execute("INSERT INTO search(conversation_id, text) VALUES (?, ?)", (cid, content))
+            self.db.execute("UPDATE conversations SET updated_at=? WHERE id=?", (now(), cid))
+        return mid
+
+    def delete_message(self, mid: str) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM messages WHERE id=?", (mid,))
+
+    def fork(self, cid: str, upto: str | None) -> str | None:
+        conv = self.conversation(cid)
+        if conv is None:
+            return None
+        msgs = self.messages(cid)
+        if upto is not None:
+            ids = [m["id"] for m in msgs]
+            if upto not in ids:
+                raise KeyError(upto)
+            msgs = msgs[: ids.index(upto) + 1]
+        new = self.create_conversation(
+            title=f"{conv['title']} (fork)", model=conv["model"], provider=conv["provider"],
+            system=conv["system"], source=json.loads(conv["source"]) if conv["source"] else None,
+        )  # fmt: skip
+        skip = {"id", "conversation_id", "seq", "role", "content", "created_at"}
+        for m in msgs:
+            extra = {k: v for k, v in m.items() if k not in skip}
+            for key in ("context", "logprobs"):
+                if extra.get(key) is not None:
+                    extra[key] = json.loads(extra[key])
+            self.add_message(new, m["role"], m["content"], **extra)
+        return new
+
+
+def _fts_query(query: str) -> str:
+    """Each word of the user's query as a quoted prefix term: no FTS syntax errors."""
+    words = [w.replace('"', '""') for w in query.split()]
+    return " ".join(f'"{w}"*' for w in words) or '""'
