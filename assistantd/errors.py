@@ -15,7 +15,7 @@ class RpcError(Exception):
     code: ClassVar[int] = -32603
     name: ClassVar[str] = "internal error"
 
-    def __init__(self, message: str | None = None, **data: Any) -> None:
+    def __init__(self, message: str | None = None, /, **data: Any) -> None:
         self.message = message or self.name
         self.data: dict[str, Any] = {k: v for k, v in data.items() if v is not None}
         super().__init__(self.message)
