@@ -353,3 +353,7 @@ def main(argv: list[str] | None = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = EXIT_ERROR
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""API keys: the real OS keyring (gnome-keyring's Secret Service), env fallback, no keyring."""
+
+from __future__ import annotations
+
+import secrets as pysecrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from assistantd.client import RpcError
+from tests.conftest import ROOT, Daemon, fake_provider_config
+from tests.upstream import Upstream
+
+
+@pytest.fixture
+def keyed_upstream() -> Iterator[tuple[Upstream, str]]:
+    """An upstream that accepts one key only."""
+    key = f"sk-test-{pysecrets.token_hex(16)}"
+    with Upstream(api_key=key) as up:
+        yield up, key
+
+
+def _lookup(provider: str) -> str:
+    out = subprocess.run(["secret-tool", "lookup", "service", "assistantd", "username", provider],
+                         capture_output=True, text=True, timeout=10)  # fmt: skip
+    return out.stdout
+
+
+def test_key_round_trip_in_keyring(secret_service: None, make_daemon: Any,
+                                   keyed_upstream: tuple[Upstream, str]) -> None:  # fmt: skip
+    """keys/set stores the key in the Secret Service; chats use it; keys/delete removes it."""
+    up, key = keyed_upstream
+    d: Daemon = make_daemon(fake_provider_config(up, needs_key=True))
+    with pytest.raises(RpcError) as e:
+        d.call("chat/send", {"message": "hi"})
+    assert e.value.code == -32001
+    assert d.call("keys/set", {"provider": "fake", "key": key}) == {"provider": "fake", "source": "keyring"}
+    assert _lookup("fake") == key
+    assert d.call("chat/send", {"message": "hi"})["text"] == "You said: hi"
+    assert up.requests[-1]["headers"]["authorization"] == f"Bearer {key}"
+    listed = {k["provider"]: k for k in d.call("keys/list")["keys"]}
+    assert listed["fake"]["source"] == "keyring" and listed["fake"]["hint"] == key[-4:]
+    assert d.call("keys/delete", {"provider": "fake"}) == {"provider": "fake", "deleted": True}
+    assert _lookup("fake") == ""
+    assert d.call("keys/delete", {"provider": "fake"})["deleted"] is False
+
+
+def test_refused_key_is_401(secret_service: None, make_daemon: Any,
+                            keyed_upstream: tuple[Upstream, str]) -> None:  # fmt: skip
+    """A key the provider refuses gives -32002 status 401 that says so, without the key."""
+    up, _ = keyed_upstream
+    d: Daemon = make_daemon(fake_provider_config(up, needs_key=True))
+    wrong = f"sk-wrong-{pysecrets.token_hex(8)}"
+    d.call("keys/set", {"provider": "fake", "key": wrong})
+    with pytest.raises(RpcError) as e:
+        d.call("chat/send", {"message": "hi"})
+    assert e.value.code == -32002 and e.value.data["status"] == 401
+    assert "refused the API key" in e.value.message
+    assert wrong not in repr(e.value.data) + e.value.message
+    d.call("keys/delete", {"provider": "fake"})
+
+
+def test_env_fallback(make_daemon: Any, keyed_upstream: tuple[Upstream, str]) -> None:
+    """With no key in the keyring, the provider's env var is used, and keys/list says env."""
+    up, key = keyed_upstream
+    d: Daemon = make_daemon(fake_provider_config(up, needs_key=True), env={"FAKE_API_KEY": key})
+    assert d.call("chat/send", {"message": "env"})["text"] == "You said: env"
+    listed = {k["provider"]: k for k in d.call("keys/list")["keys"]}
+    assert listed["fake"]["source"] == "env" and listed["fake"]["env_var"] == "FAKE_API_KEY"
+    assert len(listed["fake"]["hint"]) <= 4
+
+
+def test_no_keyring_is_clear(make_daemon: Any, keyed_upstream: tuple[Upstream, str]) -> None:
+    """Without a usable keyring, keys/set says so clearly, and chats fall back to the env var."""
+    up, key = keyed_upstream
+    env = {"FAKE_API_KEY": key, "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
+    d: Daemon = make_daemon(fake_provider_config(up, needs_key=True), env=env)
+    with pytest.raises(RpcError) as e:
+        d.call("keys/set", {"provider": "fake", "key": "sk-whatever-123456"})
+    assert e.value.code == -32001 and e.value.data["reason"] == "keyring_unavailable"
+    assert "no OS keyring is available" in e.value.message
+    assert d.call("chat/send", {"message": "fallback"})["text"] == "You said: fallback"
+    assert "no OS keyring" in (d.call("keys/list")["keyring_error"] or "")
+
+
+def test_no_dbus_falls_back(make_daemon: Any, keyed_upstream: tuple[Upstream, str]) -> None:
+    """With no D-Bus session at all, the daemon still serves and uses the env var."""
+    up, key = keyed_upstream
+    env = {"FAKE_API_KEY": key, "DBUS_SESSION_BUS_ADDRESS": "unix:path=/nonexistent/bus"}
+    d: Daemon = make_daemon(fake_provider_config(up, needs_key=True), env=env)
+    assert d.call("chat/send", {"message": "nobus"})["text"] == "You said: nobus"
+
+
+def test_ctl_keys_set_reads_stdin(secret_service: None, daemon: Daemon) -> None:
+    """`assistantctl keys set` reads the key from stdin, never from argv."""
+    key = f"sk-ctl-{pysecrets.token_hex(12)}"
+    out = subprocess.run(
+        [sys.executable, "-m", "assistantd.cli", "--socket", str(daemon.socket), "keys", "set", "fake"],
+        input=key + "\n", capture_output=True, text=True, timeout=30, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert key not in out.stdout + out.stderr
+    assert _lookup("fake") == key
+    daemon.call("keys/delete", {"provider": "fake"})
+
+
+def test_unknown_provider_key(daemon: Daemon) -> None:
+    """keys/set for a provider that does not exist is -32004."""
+    with pytest.raises(RpcError) as e:
+        daemon.call("keys/set", {"provider": "nope", "key": "sk-123456789"})
+    assert e.value.code == -32004
