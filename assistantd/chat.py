@@ -8,6 +8,7 @@ is ever lost. One send runs at a time per conversation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, Literal
 
@@ -106,8 +107,13 @@ class Chat:
         self.default_model = default_model  # callable: () -> str, decided by the daemon
         self.busy: set[str] = set()
 
-    def resolve(self, model: str | None, provider: str | None, max_tokens: int | None,
-                conv: dict[str, Any] | None = None) -> Turn:  # fmt: skip
+    def resolve(
+        self,
+        model: str | None,
+        provider: str | None,
+        max_tokens: int | None,
+        conv: dict[str, Any] | None = None,
+    ) -> Turn:
         if conv and not model and not provider:
             model, provider = conv["model"], conv["provider"]
         model = model or self.default_model()
@@ -126,8 +132,10 @@ class Chat:
                     "no such conversation", kind="conversation", id=params.conversation_id
                 )
             if conv["id"] in self.busy:
-                raise errors.Busy("a chat/send is already running in this conversation",
-                                  conversation_id=conv["id"])  # fmt: skip
+                raise errors.Busy(
+                    "a chat/send is already running in this conversation",
+                    conversation_id=conv["id"],
+                )
         cid: str | None = conv["id"] if conv else None
         if cid:
             self.busy.add(cid)  # before any await: two sends cannot both pass the check
@@ -149,25 +157,34 @@ class Chat:
                 raise errors.InvalidParams(
                     f"the message does not fit {turn.model}'s context window of {turn.window} "
                     f"tokens ({e.needed} needed, {e.budget} available)",
-                    reason="too_long", tokens=e.needed, budget=e.budget,
-                ) from None  # fmt: skip
+                    reason="too_long",
+                    tokens=e.needed,
+                    budget=e.budget,
+                ) from None
 
             if cid is None:
-                cid = await self.store.run(lambda: self.store.create_conversation(
-                    title=title_from(params.message), model=turn.model,
-                    provider=turn.provider.name, system=params.system))  # fmt: skip
+                cid = await self.store.run(
+                    lambda: self.store.create_conversation(
+                        title=title_from(params.message),
+                        model=turn.model,
+                        provider=turn.provider.name,
+                        system=params.system,
+                    )
+                )
                 self.busy.add(cid)
             elif dangling is not None:
                 await self.store.run(self.store.delete_message, dangling["id"])
-            await self.store.run(lambda: self.store.add_message(
-                cid, "user", params.message, context=context or None))  # fmt: skip
+            await self.store.run(
+                lambda: self.store.add_message(cid, "user", params.message, context=context or None)
+            )
             return await self._answer(params, ctx, turn, cid, fit)
         finally:
             if cid:
                 self.busy.discard(cid)
 
-    async def _answer(self, params: ChatParams, ctx: RequestContext, turn: Turn, cid: str,
-                      fit: tokens.Fit) -> ChatResult:  # fmt: skip
+    async def _answer(
+        self, params: ChatParams, ctx: RequestContext, turn: Turn, cid: str, fit: tokens.Fit
+    ) -> ChatResult:
         out = Completion()
         want_logprobs = bool(params.logprobs or params.top_logprobs)
 
@@ -175,10 +192,9 @@ class Chat:
             payload: dict[str, Any] = {"conversation_id": cid, "text": text}
             if lps is not None:
                 payload["logprobs"] = lps
-            try:
+            # A lost connection makes the session cancel this request; the partial is stored then.
+            with contextlib.suppress(ConnectionResetError):
                 await ctx.notify("chat/delta", payload)
-            except ConnectionResetError:
-                pass  # the session cancels this request; the partial answer is stored then
 
         trimmed = fit.trimmed
         try:
@@ -186,24 +202,26 @@ class Chat:
                 await self._complete(turn, fit.messages, out, params, on_delta, want_logprobs)
             except ContextExceeded:
                 # Our estimate was too low for this model: one tighter trim, then give up.
-                smaller = tokens.fit(fit.messages[0] if fit.messages[0]["role"] == "system" else None,
-                                     [m for m in fit.messages if m["role"] != "system"],
-                                     int(fit.prompt_tokens * 0.6))  # fmt: skip
+                smaller = tokens.fit(
+                    fit.messages[0] if fit.messages[0]["role"] == "system" else None,
+                    [m for m in fit.messages if m["role"] != "system"],
+                    int(fit.prompt_tokens * 0.6),
+                )
                 trimmed += smaller.trimmed
                 out = Completion()
                 await self._complete(turn, smaller.messages, out, params, on_delta, want_logprobs)
         except ContextExceeded:
             raise errors.UpstreamError(
                 f"{turn.model} refused the conversation as too long for its context window",
-                provider=turn.provider.name, status=400, reason="context_length_exceeded",
-            ) from None  # fmt: skip
+                provider=turn.provider.name,
+                status=400,
+                reason="context_length_exceeded",
+            ) from None
         except tokens.TooLong as e:
             raise errors.InvalidParams(str(e), reason="too_long") from None
         except StreamBroken as broken:
             mid = await self._store_answer(cid, turn, out, "partial")
-            broken.error.data.update(
-                conversation_id=cid, message_id=mid, partial_text=out.text
-            )
+            broken.error.data.update(conversation_id=cid, message_id=mid, partial_text=out.text)
             raise broken.error from None
         except asyncio.CancelledError:
             task = asyncio.current_task()
@@ -214,33 +232,69 @@ class Chat:
                 task.uncancel()
             return self._result(cid, mid, turn, out, "cancelled", trimmed, want_logprobs)
         mid = await self._store_answer(cid, turn, out, "complete")
-        return self._result(cid, mid, turn, out, out.finish_reason or "stop", trimmed, want_logprobs)
+        return self._result(
+            cid, mid, turn, out, out.finish_reason or "stop", trimmed, want_logprobs
+        )
 
-    async def _complete(self, turn: Turn, messages: list[dict[str, Any]], out: Completion,
-                        params: ChatParams, on_delta: Any, want_logprobs: bool) -> None:  # fmt: skip
+    async def _complete(
+        self,
+        turn: Turn,
+        messages: list[dict[str, Any]],
+        out: Completion,
+        params: ChatParams,
+        on_delta: Any,
+        want_logprobs: bool,
+    ) -> None:
         wire = [{"role": m["role"], "content": m["content"]} for m in messages]
-        top = params.top_logprobs if params.top_logprobs is not None else (0 if want_logprobs else None)
+        top = (
+            params.top_logprobs
+            if params.top_logprobs is not None
+            else (0 if want_logprobs else None)
+        )
         await self.providers.complete(
-            turn.provider, turn.model, wire, out, stream=params.stream,
-            on_delta=on_delta if params.stream else None, temperature=params.temperature,
-            max_tokens=params.max_tokens, top_logprobs=top,
-        )  # fmt: skip
+            turn.provider,
+            turn.model,
+            wire,
+            out,
+            stream=params.stream,
+            on_delta=on_delta if params.stream else None,
+            temperature=params.temperature,
+            max_tokens=params.max_tokens,
+            top_logprobs=top,
+        )
 
-    async def _store_answer(self, cid: str, turn: Turn, out: Completion, status: str,
-                            finish: str | None = None) -> str:  # fmt: skip
+    async def _store_answer(
+        self, cid: str, turn: Turn, out: Completion, status: str, finish: str | None = None
+    ) -> str:
         usage = out.usage or {}
-        return await self.store.run(lambda: self.store.add_message(
-            cid, "assistant", out.text, status=status, model=turn.model,
-            provider=turn.provider.name, finish_reason=finish or out.finish_reason,
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
-            cached_tokens=usage.get("cached_tokens"), total_tokens=usage.get("total_tokens"),
-            tokens=usage.get("completion_tokens"),
-            logprobs=out.logprobs or None,
-        ))  # fmt: skip
+        return await self.store.run(
+            lambda: self.store.add_message(
+                cid,
+                "assistant",
+                out.text,
+                status=status,
+                model=turn.model,
+                provider=turn.provider.name,
+                finish_reason=finish or out.finish_reason,
+                prompt_tokens=usage.get("prompt_tokens"),
+                completion_tokens=usage.get("completion_tokens"),
+                cached_tokens=usage.get("cached_tokens"),
+                total_tokens=usage.get("total_tokens"),
+                tokens=usage.get("completion_tokens"),
+                logprobs=out.logprobs or None,
+            )
+        )
 
-    def _result(self, cid: str, mid: str, turn: Turn, out: Completion, finish: str,
-                trimmed: int, want_logprobs: bool) -> ChatResult:  # fmt: skip
+    def _result(
+        self,
+        cid: str,
+        mid: str,
+        turn: Turn,
+        out: Completion,
+        finish: str,
+        trimmed: int,
+        want_logprobs: bool,
+    ) -> ChatResult:
         warnings = []
         if want_logprobs and not out.got_logprobs and out.text:
             warnings.append(
@@ -248,12 +302,17 @@ class Chat:
                 "logprobs is null"
             )
         return ChatResult(
-            conversation_id=cid, message_id=mid, text=out.text, model=turn.model,
-            provider=turn.provider.name, finish_reason=finish,
+            conversation_id=cid,
+            message_id=mid,
+            text=out.text,
+            model=turn.model,
+            provider=turn.provider.name,
+            finish_reason=finish,
             usage=Usage(**out.usage) if out.usage else None,
             logprobs=[TokenLogprob(**lp) for lp in out.logprobs] if out.got_logprobs else None,
-            trimmed=trimmed, warnings=warnings,
-        )  # fmt: skip
+            trimmed=trimmed,
+            warnings=warnings,
+        )
 
 
 Role = Literal["system", "user", "assistant"]

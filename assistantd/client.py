@@ -40,9 +40,11 @@ def start_daemon(path: Path, timeout: float = 15.0) -> None:
     """Start ``assistantd`` in the background for ``path`` and wait until it answers."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "assistantd", "--quiet", "--socket", str(path)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         start_new_session=True,
-    )  # fmt: skip
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -60,8 +62,13 @@ def start_daemon(path: Path, timeout: float = 15.0) -> None:
 
 
 class Client:
-    def __init__(self, path: str | Path | None = None, *, autostart: bool = False,
-                 timeout: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        autostart: bool = False,
+        timeout: float | None = None,
+    ) -> None:
         self.path = paths.client_socket_path(str(path) if path else None)
         self.autostart = autostart
         self.timeout = timeout
@@ -125,8 +132,14 @@ class Client:
         message: dict[str, Any] = json.loads(line)
         return message
 
-    def call(self, method: str, params: dict[str, Any] | None = None, *,
-             on_notify: Notify | None = None, cancel_on_interrupt: bool = False) -> Any:  # fmt: skip
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        on_notify: Notify | None = None,
+        cancel_on_interrupt: bool = False,
+    ) -> Any:
         """Send a request and wait for its response, passing its notifications to
         ``on_notify``. With ``cancel_on_interrupt``, Ctrl-C sends ``$/cancelRequest`` and
         still returns the (cancelled) answer; a second Ctrl-C gives up."""

@@ -123,7 +123,9 @@ def locate(text: str, loc: list[str]) -> int | None:
                 return n
     if best is None:  # a missing key: point at its table
         for n, line in enumerate(text.splitlines(), 1):
-            if (m := _HEADER.match(line)) and loc[: len(_split_key(m.group(1)))] == _split_key(m.group(1)):
+            if (m := _HEADER.match(line)) and loc[: len(_split_key(m.group(1)))] == _split_key(
+                m.group(1)
+            ):
                 best = n
     return best
 

@@ -101,9 +101,11 @@ def _usage(m: dict[str, Any]) -> Usage | None:
     if m.get("total_tokens") is None:
         return None
     return Usage(
-        prompt_tokens=m["prompt_tokens"] or 0, completion_tokens=m["completion_tokens"] or 0,
-        total_tokens=m["total_tokens"] or 0, cached_tokens=m.get("cached_tokens"),
-    )  # fmt: skip
+        prompt_tokens=m["prompt_tokens"] or 0,
+        completion_tokens=m["completion_tokens"] or 0,
+        total_tokens=m["total_tokens"] or 0,
+        cached_tokens=m.get("cached_tokens"),
+    )
 
 
 def _missing(cid: str) -> errors.NotFound:
@@ -116,7 +118,9 @@ class Conversations:
 
     async def list(self, p: ListParams, ctx: RequestContext) -> ListResult:
         """Conversations, newest first; ``query`` searches titles and messages."""
-        rows, total = await self.store.run(self.store.list_conversations, p.limit, p.offset, p.query)
+        rows, total = await self.store.run(
+            self.store.list_conversations, p.limit, p.offset, p.query
+        )
         return ListResult(conversations=[ConversationSummary(**r) for r in rows], total=total)
 
     async def load(self, cid: str) -> Conversation:
@@ -127,18 +131,27 @@ class Conversations:
         if conv is None:
             raise _missing(cid)
         return Conversation(
-            **{k: conv[k] for k in ("id", "title", "model", "provider", "system", "created_at",
-                                    "updated_at")},
+            **{
+                k: conv[k]
+                for k in ("id", "title", "model", "provider", "system", "created_at", "updated_at")
+            },
             source=json.loads(conv["source"]) if conv["source"] else None,
             messages=[
-                Message(id=m["id"], role=m["role"], content=m["content"],
-                        created_at=m["created_at"], status=m["status"], usage=_usage(m),
-                        model=m["model"], provider=m["provider"],
-                        context=json.loads(m["context"]) if m["context"] else None,
-                        finish_reason=m["finish_reason"])
+                Message(
+                    id=m["id"],
+                    role=m["role"],
+                    content=m["content"],
+                    created_at=m["created_at"],
+                    status=m["status"],
+                    usage=_usage(m),
+                    model=m["model"],
+                    provider=m["provider"],
+                    context=json.loads(m["context"]) if m["context"] else None,
+                    finish_reason=m["finish_reason"],
+                )
                 for m in msgs
             ],
-        )  # fmt: skip
+        )
 
     async def get(self, p: IdParams, ctx: RequestContext) -> Conversation:
         """A conversation with all its messages."""
@@ -177,8 +190,13 @@ class Conversations:
 
 
 def to_markdown(conv: Conversation) -> str:
-    lines = [f"# {conv.title}", "", f"- model: {conv.model or '-'} ({conv.provider or '-'})",
-             f"- created: {conv.created_at}", ""]  # fmt: skip
+    lines = [
+        f"# {conv.title}",
+        "",
+        f"- model: {conv.model or '-'} ({conv.provider or '-'})",
+        f"- created: {conv.created_at}",
+        "",
+    ]
     if conv.source:
         lines += [f"- source: {conv.source.get('url') or conv.source.get('title') or ''}", ""]
     if conv.system:
@@ -189,6 +207,14 @@ def to_markdown(conv: Conversation) -> str:
             head += f" ({m.status})"
         lines += [head, "", m.content, ""]
         for a in m.context or []:
-            lines += [f"<details><summary>{a['name']}</summary>", "", "```", a["text"], "```",
-                      "", "</details>", ""]  # fmt: skip
+            lines += [
+                f"<details><summary>{a['name']}</summary>",
+                "",
+                "```",
+                a["text"],
+                "```",
+                "",
+                "</details>",
+                "",
+            ]
     return "\n".join(lines)

@@ -104,7 +104,10 @@ class MessageReader:
 
 def encode(message: Any, framing: Framing | None) -> bytes:
     """One message, framed as the client frames its own."""
-    body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+    try:
+        body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:  # a lone surrogate (a client's "\udc80" echoed back): escape it
+        body = json.dumps(message, separators=(",", ":")).encode()
     if framing is Framing.LSP:
         return b"Content-Length: %d\r\n\r\n" % len(body) + body
     return body + b"\n"

@@ -82,11 +82,15 @@ def generate() -> str:
         out += fields_table(m.params, seen)
         out += [f"Result (`{m.result.__name__}`):", ""]
         out += fields_table(m.result, seen)
-    nested = {k: v for k, v in seen.items() if k not in {m.result.__name__ for m in d.registry.methods.values()}}
+    nested = {
+        k: v
+        for k, v in seen.items()
+        if k not in {m.result.__name__ for m in d.registry.methods.values()}
+    }
     if nested:
         out += ["#### Types used above", ""]
         for name in sorted(nested):
-            out += [f"`{name}`:", ""] + fields_table(nested[name], {})
+            out += [f"`{name}`:", "", *fields_table(nested[name], {})]
     out.append(END)
     return "\n".join(out) + "\n"
 

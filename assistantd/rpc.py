@@ -83,10 +83,14 @@ class Registry:
     active: set[RequestContext] = field(default_factory=set)
 
     def add(
-        self, name: str, params: type[P], result: type[R], func: Callable[[P, RequestContext], Awaitable[R]]
+        self,
+        name: str,
+        params: type[P],
+        result: type[R],
+        func: Callable[[P, RequestContext], Awaitable[R]],
     ) -> None:
         doc = (func.__doc__ or "").strip().split("\n\n")[0]
-        self.methods[name] = Method(name, params, result, func, " ".join(doc.split()))  # type: ignore[arg-type]
+        self.methods[name] = Method(name, params, result, func, " ".join(doc.split()))
 
     def cancel_all(self) -> None:
         for ctx in list(self.active):
@@ -137,7 +141,7 @@ class Session:
         """Handle one framed message (a request, a notification or a batch)."""
         try:
             msg = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:  # too deep is unparseable too
             await self._reply(_error(None, errors.ParseError(f"parse error: {e}")))
             return
         if isinstance(msg, list):
@@ -213,7 +217,9 @@ class Session:
             return _error(id_, errors.RequestCancelled(f"{name} was cancelled"))
         except Exception:
             log.exception("bug in %s", name)
-            return _error(id_, errors.InternalError(f"internal error in {name}; see the daemon log"))
+            return _error(
+                id_, errors.InternalError(f"internal error in {name}; see the daemon log")
+            )
         finally:
             self.registry.active.discard(ctx)
             if self.inflight.get(key) is ctx:

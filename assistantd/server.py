@@ -188,7 +188,9 @@ class Server:
                     try:
                         raw = await frames.read()
                     except framing.TooLarge:
-                        err = errors.InvalidRequest("message larger than 16 MiB", reason="too_large")
+                        err = errors.InvalidRequest(
+                            "message larger than 16 MiB", reason="too_large"
+                        )
                         await session.send({"jsonrpc": "2.0", "id": None, "error": err.to_json()})
                         session.connection_lost()
                         break

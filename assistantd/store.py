@@ -102,15 +102,29 @@ class Store:
     # -- conversations -------------------------------------------------------------
 
     def create_conversation(
-        self, *, title: str, model: str | None, provider: str | None, system: str | None,
+        self,
+        *,
+        title: str,
+        model: str | None,
+        provider: str | None,
+        system: str | None,
         source: dict[str, Any] | None = None,
-    ) -> str:  # fmt: skip
+    ) -> str:
         cid, ts = new_id("c"), now()
         with self.db:
             self.db.execute(
                 "INSERT INTO conversations(id, title, model, provider, system, source, created_at,"
                 " updated_at) VALUES (?,?,?,?,?,?,?,?)",
-                (cid, title, model, provider, system, json.dumps(source) if source else None, ts, ts),
+                (
+                    cid,
+                    title,
+                    model,
+                    provider,
+                    system,
+                    json.dumps(source) if source else None,
+                    ts,
+                    ts,
+                ),
             )
             self.db.execute("INSERT INTO search(conversation_id, text) VALUES (?, ?)", (cid, title))
         return cid
@@ -119,7 +133,9 @@ class Store:
         row = self.db.execute("SELECT * FROM conversations WHERE id=?", (cid,)).fetchone()
         return dict(row) if row else None
 
-    def list_conversations(self, limit: int, offset: int, query: str | None) -> tuple[list[dict[str, Any]], int]:
+    def list_conversations(
+        self, limit: int, offset: int, query: str | None
+    ) -> tuple[list[dict[str, Any]], int]:
         cols = (
             "c.id, c.title, c.model, c.provider, c.created_at, c.updated_at,"
             " (SELECT COUNT(*) FROM messages m WHERE m.conversation_id=c.id) AS message_count"
@@ -186,7 +202,9 @@ class Store:
                 f"INSERT INTO messages({','.join(names)}) VALUES ({','.join('?' * len(names))})",
                 (mid, cid, seq, role, content, now(), *fields.values()),
             )
-            self.db.execute("INSERT INTO search(conversation_id, text) VALUES (?, ?)", (cid, content))
+            self.db.execute(
+                "INSERT INTO search(conversation_id, text) VALUES (?, ?)", (cid, content)
+            )
             self.db.execute("UPDATE conversations SET updated_at=? WHERE id=?", (now(), cid))
         return mid
 
@@ -205,9 +223,12 @@ class Store:
                 raise KeyError(upto)
             msgs = msgs[: ids.index(upto) + 1]
         new = self.create_conversation(
-            title=f"{conv['title']} (fork)", model=conv["model"], provider=conv["provider"],
-            system=conv["system"], source=json.loads(conv["source"]) if conv["source"] else None,
-        )  # fmt: skip
+            title=f"{conv['title']} (fork)",
+            model=conv["model"],
+            provider=conv["provider"],
+            system=conv["system"],
+            source=json.loads(conv["source"]) if conv["source"] else None,
+        )
         skip = {"id", "conversation_id", "seq", "role", "content", "created_at"}
         for m in msgs:
             extra = {k: v for k, v in m.items() if k not in skip}

@@ -29,8 +29,12 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     runtime = Path(tempfile.mkdtemp(prefix="ad-", dir="/tmp"))
     runtime.chmod(0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-    for var, sub in (("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"),
-                     ("XDG_CACHE_HOME", "cache"), ("XDG_STATE_HOME", "state")):  # fmt: skip
+    for var, sub in (
+        ("XDG_DATA_HOME", "data"),
+        ("XDG_CONFIG_HOME", "config"),
+        ("XDG_CACHE_HOME", "cache"),
+        ("XDG_STATE_HOME", "state"),
+    ):
         monkeypatch.setenv(var, str(tmp_path / sub))
     for var in ("ASSISTANTD_SOCKET", "ASSISTANTD_CONFIG", "LISTEN_FDS", "LISTEN_PID", *KEY_VARS):
         monkeypatch.delenv(var, raising=False)
@@ -51,8 +55,9 @@ def upstream(upstream_server: Upstream) -> Upstream:
     return upstream_server
 
 
-def fake_provider_config(up: Upstream, *, name: str = "fake", needs_key: bool = False,
-                         extra: str = "") -> str:  # fmt: skip
+def fake_provider_config(
+    up: Upstream, *, name: str = "fake", needs_key: bool = False, extra: str = ""
+) -> str:
     return f"""
 default_model = "fake-echo"
 [providers.{name}]
@@ -73,20 +78,30 @@ context_window = 120
 class Daemon:
     """A real ``assistantd`` process on its own socket."""
 
-    def __init__(self, config: str, env: dict[str, str] | None = None, args: tuple[str, ...] = (),
-                 wait: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: str,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        wait: bool = True,
+    ) -> None:
         self.config_path = Path(os.environ["XDG_CONFIG_HOME"]) / "assistantd" / "config.toml"
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(config)
         self.socket = Path(os.environ["XDG_RUNTIME_DIR"]) / "assistantd" / "assistantd.sock"
         self.env = {**os.environ, **(env or {})}
-        self.stderr_path = Path(os.environ["XDG_STATE_HOME"]) / f"daemon-stderr-{time.time_ns()}.log"
+        self.stderr_path = (
+            Path(os.environ["XDG_STATE_HOME"]) / f"daemon-stderr-{time.time_ns()}.log"
+        )
         self.stderr_path.parent.mkdir(parents=True, exist_ok=True)
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "assistantd", *args], env=self.env, cwd=ROOT,
-            stdout=subprocess.DEVNULL, stderr=self._stderr,
-        )  # fmt: skip
+            [sys.executable, "-m", "assistantd", *args],
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+        )
         if wait:
             self.wait_ready()
 

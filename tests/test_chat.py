@@ -62,8 +62,14 @@ def test_ignored_logprobs_warns(daemon: Daemon) -> None:
 
 def test_options_reach_the_provider(daemon: Daemon, upstream: Upstream) -> None:
     """system, temperature, max_tokens and context attachments are sent and stored."""
-    r, _ = send(daemon, message="look [[echo_system]]", system="Be brief.", temperature=0.2,
-                max_tokens=50, context=[{"name": "main.py", "text": "print(1)"}])  # fmt: skip
+    r, _ = send(
+        daemon,
+        message="look [[echo_system]]",
+        system="Be brief.",
+        temperature=0.2,
+        max_tokens=50,
+        context=[{"name": "main.py", "text": "print(1)"}],
+    )
     assert r["text"] == "Be brief."
     body = upstream.requests[0]["body"]
     assert body["temperature"] == 0.2 and body["max_tokens"] == 50
@@ -135,13 +141,20 @@ def test_trimming_fits_the_window(daemon: Daemon, upstream: Upstream) -> None:
     cid = None
     trimmed = []
     for i in range(12):
-        r, _ = send(daemon, message=f"FACT-{i} " + "filler " * 15, model="fake-small",
-                    system="SYSTEM-PROMPT kept", conversation_id=cid)  # fmt: skip
+        r, _ = send(
+            daemon,
+            message=f"FACT-{i} " + "filler " * 15,
+            model="fake-small",
+            system="SYSTEM-PROMPT kept",
+            conversation_id=cid,
+        )
         cid = r["conversation_id"]
         trimmed.append(r["trimmed"])
     assert trimmed[0] == 0 and trimmed[-1] > 0
     assert all(req["prompt_tokens"] <= 300 for req in upstream.requests)
-    assert all(req["body"]["messages"][0]["content"] == "SYSTEM-PROMPT kept" for req in upstream.requests)
+    assert all(
+        req["body"]["messages"][0]["content"] == "SYSTEM-PROMPT kept" for req in upstream.requests
+    )
     r, _ = send(daemon, message="[[recall]]", model="fake-small", conversation_id=cid)
     assert "FACT-11" in r["text"] and "FACT-0" not in r["text"]
     assert len(daemon.call("conversations/get", {"id": cid})["messages"]) == 26
@@ -150,8 +163,13 @@ def test_trimming_fits_the_window(daemon: Daemon, upstream: Upstream) -> None:
 def test_context_exceeded_gets_a_tighter_trim(make_daemon: Any, upstream: Upstream) -> None:
     """When the provider says the prompt is too long, one tighter trim is tried before giving up."""
     extra = '[models."fake-tiny-liar"]\ncontext_window = 100000\n'
-    d = make_daemon(fake_provider_config(upstream).replace('[models."fake-tiny"]\ncontext_window = 120',
-                    '[models."fake-tiny"]\ncontext_window = 4000') + extra)  # fmt: skip
+    d = make_daemon(
+        fake_provider_config(upstream).replace(
+            '[models."fake-tiny"]\ncontext_window = 120',
+            '[models."fake-tiny"]\ncontext_window = 4000',
+        )
+        + extra
+    )
     cid = None
     for i in range(6):
         r, _ = send(d, message=f"turn {i} " + "x " * 12, model="fake-tiny", conversation_id=cid)
@@ -184,19 +202,31 @@ def test_conversations_crud(daemon: Daemon) -> None:
     found = daemon.call("conversations/list", {"query": "lava"})
     assert [c["id"] for c in found["conversations"]] == [b["conversation_id"]]
     assert daemon.call("conversations/list", {"query": 'penguin" OR *'})["total"] == 0
-    assert daemon.call("conversations/rename", {"id": a["conversation_id"], "title": "Birds"})["title"] == "Birds"
+    assert (
+        daemon.call("conversations/rename", {"id": a["conversation_id"], "title": "Birds"})["title"]
+        == "Birds"
+    )
     assert daemon.call("conversations/list", {"query": "birds"})["total"] == 1
     conv = daemon.call("conversations/get", {"id": b["conversation_id"]})
-    fork = daemon.call("conversations/fork", {"id": b["conversation_id"],
-                                              "message_id": conv["messages"][1]["id"]})  # fmt: skip
+    fork = daemon.call(
+        "conversations/fork", {"id": b["conversation_id"], "message_id": conv["messages"][1]["id"]}
+    )
     forked = daemon.call("conversations/get", {"id": fork["id"]})
-    assert [m["content"] for m in forked["messages"]] == [m["content"] for m in conv["messages"][:2]]
+    assert [m["content"] for m in forked["messages"]] == [
+        m["content"] for m in conv["messages"][:2]
+    ]
     md = daemon.call("conversations/export", {"id": b["conversation_id"], "format": "markdown"})
     assert "## User\n\nmore on lava" in md["content"]
-    js = json.loads(daemon.call("conversations/export", {"id": b["conversation_id"], "format": "json"})["content"])
+    js = json.loads(
+        daemon.call("conversations/export", {"id": b["conversation_id"], "format": "json"})[
+            "content"
+        ]
+    )
     assert len(js["messages"]) == 4
     assert daemon.call("conversations/delete", {"id": a["conversation_id"]}) == {
-        "id": a["conversation_id"], "deleted": True}  # fmt: skip
+        "id": a["conversation_id"],
+        "deleted": True,
+    }
     with pytest.raises(RpcError) as e:
         daemon.call("conversations/fork", {"id": b["conversation_id"], "message_id": "m-none"})
     assert e.value.code == -32004 and e.value.data["kind"] == "message"
@@ -221,7 +251,9 @@ def test_models_and_providers(daemon: Daemon) -> None:
     assert any(e["provider"] == "openai" and e["code"] == -32001 for e in all_["errors"])
     provs = {p["name"]: p for p in daemon.call("providers/list")["providers"]}
     assert provs["fake"]["models"] == ["fake-*", "nologprobs-*"]
-    assert provs["lmstudio"]["base_url"] == "http://localhost:1234/v1" and provs["lmstudio"]["local"]
+    assert (
+        provs["lmstudio"]["base_url"] == "http://localhost:1234/v1" and provs["lmstudio"]["local"]
+    )
     assert provs["openai"]["key_source"] == "none"
 
 

@@ -11,20 +11,41 @@ import sys
 import time
 from pathlib import Path
 
-
 from tests.conftest import ROOT, Daemon
 from tests.upstream import Upstream
 
-HEAVY = {"pydantic", "openai", "keyring", "platformdirs", "httpx", "httpx2", "watchfiles",
-         "trafilatura", "anyio", "sqlite3", "asyncio"}  # fmt: skip
+HEAVY = {
+    "pydantic",
+    "openai",
+    "keyring",
+    "platformdirs",
+    "httpx",
+    "httpx2",
+    "watchfiles",
+    "trafilatura",
+    "anyio",
+    "sqlite3",
+    "asyncio",
+}
 
 
-def ctl(d: Daemon | None, *args: str, input: str | None = None, env: dict[str, str] | None = None,
-        timeout: float = 30) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def ctl(
+    d: Daemon | None,
+    *args: str,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> subprocess.CompletedProcess[str]:
     sock = ["--socket", str(d.socket)] if d else []
-    return subprocess.run([sys.executable, "-m", "assistantd.cli", *sock, *args], input=input,
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env={**os.environ, **(env or {})})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "assistantd.cli", *sock, *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_chat_streams_to_stdout(daemon: Daemon) -> None:
@@ -54,7 +75,9 @@ def test_json_continue_and_logprobs(daemon: Daemon) -> None:
     cid = first["conversation_id"]
     again = json.loads(ctl(daemon, "chat", "--json", "-c", cid, "[[echo_count]]", input="").stdout)
     assert again["conversation_id"] == cid and again["text"] == "messages=3"
-    latest = json.loads(ctl(daemon, "chat", "--json", "--continue", "[[echo_count]]", input="").stdout)
+    latest = json.loads(
+        ctl(daemon, "chat", "--json", "--continue", "[[echo_count]]", input="").stdout
+    )
     assert latest["conversation_id"] == cid and latest["text"] == "messages=5"
     table = ctl(daemon, "chat", "--logprobs", "2", "tokens", input="").stdout
     lines = table.splitlines()
@@ -64,11 +87,15 @@ def test_json_continue_and_logprobs(daemon: Daemon) -> None:
 
 def test_conversation_commands(daemon: Daemon) -> None:
     """conversations list, search, show, rename, fork, export and rm work from the CLI."""
-    cid = json.loads(ctl(daemon, "chat", "--json", "zebra facts", input="").stdout)["conversation_id"]
+    cid = json.loads(ctl(daemon, "chat", "--json", "zebra facts", input="").stdout)[
+        "conversation_id"
+    ]
     assert cid in ctl(daemon, "conversations", "list").stdout
     assert cid in ctl(daemon, "conversations", "search", "zebra").stdout
     assert cid not in ctl(daemon, "conversations", "search", "giraffe").stdout
-    assert "## Assistant\n\nYou said: zebra facts" in ctl(daemon, "conversations", "show", cid).stdout
+    assert (
+        "## Assistant\n\nYou said: zebra facts" in ctl(daemon, "conversations", "show", cid).stdout
+    )
     assert "Stripes" in ctl(daemon, "conversations", "rename", cid, "Stripes").stdout
     fork = ctl(daemon, "conversations", "fork", cid).stdout.strip()
     assert fork and fork != cid
@@ -113,16 +140,18 @@ def test_client_imports_only_stdlib(daemon: Daemon) -> None:
         "except SystemExit:\n    pass\n"
         "print(sorted({m.split('.')[0] for m in sys.modules}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT,
-                         timeout=30)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=30
+    )
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"')))
     assert loaded & HEAVY == set()
     assert '"pid"' in out.stdout
 
 
 def _pane(session: str) -> str:
-    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
-                          text=True, check=True).stdout  # fmt: skip
+    return subprocess.run(
+        ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True, check=True
+    ).stdout
 
 
 def _wait_for(session: str, text: str, timeout: float = 15) -> str:
@@ -143,14 +172,31 @@ def test_repl_ctrl_c_cancels_the_answer_not_the_session(daemon: Daemon, tmp_path
     env_args: list[str] = []
     for var in ("XDG_RUNTIME_DIR", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"):
         env_args += ["-e", f"{var}={os.environ[var]}"]
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "50",
-                    *env_args, "-c", str(ROOT), cmd], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            "tmux",
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "200",
+            "-y",
+            "50",
+            *env_args,
+            "-c",
+            str(ROOT),
+            cmd,
+        ],
+        check=True,
+    )
     try:
         _wait_for(session, "Ctrl-C cancels an answer")
         subprocess.run(["tmux", "send-keys", "-t", session, "first question", "Enter"], check=True)
         _wait_for(session, "You said: first question")
-        subprocess.run(["tmux", "send-keys", "-t", session, "[[words:500]] [[slow:0.05]]", "Enter"],
-                       check=True)  # fmt: skip
+        subprocess.run(
+            ["tmux", "send-keys", "-t", session, "[[words:500]] [[slow:0.05]]", "Enter"], check=True
+        )
         _wait_for(session, "w3")
         subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
         _wait_for(session, "[cancelled]")
@@ -162,5 +208,3 @@ def test_repl_ctrl_c_cancels_the_answer_not_the_session(daemon: Daemon, tmp_path
         assert len(conv) == 1 and conv[0]["message_count"] == 6
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
-
-

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from assistantd import config, providers
-from tests.conftest import Daemon, fake_provider_config
+from tests.conftest import Daemon
 from tests.upstream import Upstream
 
 
@@ -45,8 +45,9 @@ def test_preset_override_keeps_other_fields() -> None:
 
 def test_routing_order() -> None:
     """Routing: the provider param, then the model patterns, then default_provider."""
-    cfg = config.parse('default_provider = "xai"\n[providers.mine]\nbase_url = "http://h/v1"\n'
-                       'models = ["my-*"]\n')  # fmt: skip
+    cfg = config.parse(
+        'default_provider = "xai"\n[providers.mine]\nbase_url = "http://h/v1"\nmodels = ["my-*"]\n'
+    )
     ps = providers.Providers(cfg)
     assert ps.route("my-model").name == "mine"
     assert ps.route("gemini-2.5-pro").name == "gemini"

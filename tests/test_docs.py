@@ -24,7 +24,9 @@ def test_every_contract_method_is_served() -> None:
     """Each method the contract lists is registered in the daemon."""
     contract = DOC.read_text().partition("## Method reference")[0]
     named = set(re.findall(r"^- `([a-z]+/[a-zA-Z]+)", contract, flags=re.M))
-    named |= set(re.findall(r"^- `[a-z]+/[a-zA-Z]+[^`]*` / `([a-z]+/[a-zA-Z]+)", contract, flags=re.M))
+    named |= set(
+        re.findall(r"^- `[a-z]+/[a-zA-Z]+[^`]*` / `([a-z]+/[a-zA-Z]+)", contract, flags=re.M)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         d = Daemon(Path(tmp) / "s", Path(tmp) / "c.toml", Path(tmp))
     assert named and named - set(d.registry.methods) == set()

@@ -24,20 +24,28 @@ def keyed_upstream() -> Iterator[tuple[Upstream, str]]:
 
 
 def _lookup(provider: str) -> str:
-    out = subprocess.run(["secret-tool", "lookup", "service", "assistantd", "username", provider],
-                         capture_output=True, text=True, timeout=10)  # fmt: skip
+    out = subprocess.run(
+        ["secret-tool", "lookup", "service", "assistantd", "username", provider],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     return out.stdout
 
 
-def test_key_round_trip_in_keyring(secret_service: None, make_daemon: Any,
-                                   keyed_upstream: tuple[Upstream, str]) -> None:  # fmt: skip
+def test_key_round_trip_in_keyring(
+    secret_service: None, make_daemon: Any, keyed_upstream: tuple[Upstream, str]
+) -> None:
     """keys/set stores the key in the Secret Service; chats use it; keys/delete removes it."""
     up, key = keyed_upstream
     d: Daemon = make_daemon(fake_provider_config(up, needs_key=True))
     with pytest.raises(RpcError) as e:
         d.call("chat/send", {"message": "hi"})
     assert e.value.code == -32001
-    assert d.call("keys/set", {"provider": "fake", "key": key}) == {"provider": "fake", "source": "keyring"}
+    assert d.call("keys/set", {"provider": "fake", "key": key}) == {
+        "provider": "fake",
+        "source": "keyring",
+    }
     assert _lookup("fake") == key
     assert d.call("chat/send", {"message": "hi"})["text"] == "You said: hi"
     assert up.requests[-1]["headers"]["authorization"] == f"Bearer {key}"
@@ -48,8 +56,9 @@ def test_key_round_trip_in_keyring(secret_service: None, make_daemon: Any,
     assert d.call("keys/delete", {"provider": "fake"})["deleted"] is False
 
 
-def test_refused_key_is_401(secret_service: None, make_daemon: Any,
-                            keyed_upstream: tuple[Upstream, str]) -> None:  # fmt: skip
+def test_refused_key_is_401(
+    secret_service: None, make_daemon: Any, keyed_upstream: tuple[Upstream, str]
+) -> None:
     """A key the provider refuses gives -32002 status 401 that says so, without the key."""
     up, _ = keyed_upstream
     d: Daemon = make_daemon(fake_provider_config(up, needs_key=True))
@@ -98,9 +107,22 @@ def test_ctl_keys_set_reads_stdin(secret_service: None, daemon: Daemon) -> None:
     """`assistantctl keys set` reads the key from stdin, never from argv."""
     key = f"sk-ctl-{pysecrets.token_hex(12)}"
     out = subprocess.run(
-        [sys.executable, "-m", "assistantd.cli", "--socket", str(daemon.socket), "keys", "set", "fake"],
-        input=key + "\n", capture_output=True, text=True, timeout=30, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "assistantd.cli",
+            "--socket",
+            str(daemon.socket),
+            "keys",
+            "set",
+            "fake",
+        ],
+        input=key + "\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
     assert key not in out.stdout + out.stderr
     assert _lookup("fake") == key

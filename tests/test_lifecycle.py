@@ -19,8 +19,13 @@ from tests.upstream import Upstream
 
 def test_second_instance_refused(daemon: Daemon) -> None:
     """A second daemon for the same socket exits non-zero with one line; the first serves on."""
-    out = subprocess.run([sys.executable, "-m", "assistantd", "--quiet"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=20)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "assistantd", "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert out.returncode != 0
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and f"pid {daemon.proc.pid}" in lines[0]
@@ -67,8 +72,11 @@ def test_shutdown_method(daemon: Daemon) -> None:
 
 def test_sighup_reloads(daemon: Daemon) -> None:
     """SIGHUP re-reads the config."""
-    daemon.config_path.write_text(daemon.config_path.read_text().replace(
-        'default_model = "fake-echo"', 'default_model = "fake-other"'))  # fmt: skip
+    daemon.config_path.write_text(
+        daemon.config_path.read_text().replace(
+            'default_model = "fake-echo"', 'default_model = "fake-other"'
+        )
+    )
     daemon.proc.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 5
     while daemon.call("daemon/status")["default_model"] != "fake-other":
@@ -100,14 +108,35 @@ def test_socket_activation(upstream: Upstream) -> None:
     cfg.parent.mkdir(parents=True)
     cfg.write_text(fake_provider_config(upstream))
     path = Path(os.environ["XDG_RUNTIME_DIR"]) / "act.sock"
-    env_args = [f"-E{v}" for v in ("XDG_RUNTIME_DIR", "XDG_DATA_HOME", "XDG_CONFIG_HOME",
-                                   "XDG_STATE_HOME", "XDG_CACHE_HOME", "PYTHONPATH")]  # fmt: skip
+    env_args = [
+        f"-E{v}"
+        for v in (
+            "XDG_RUNTIME_DIR",
+            "XDG_DATA_HOME",
+            "XDG_CONFIG_HOME",
+            "XDG_STATE_HOME",
+            "XDG_CACHE_HOME",
+            "PYTHONPATH",
+        )
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        ["systemd-socket-activate", "-l", str(path), *env_args, sys.executable, "-m",
-         "assistantd", "--quiet", "--socket", str(path)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [
+            "systemd-socket-activate",
+            "-l",
+            str(path),
+            *env_args,
+            sys.executable,
+            "-m",
+            "assistantd",
+            "--quiet",
+            "--socket",
+            str(path),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 10
         while not path.exists():

@@ -3,6 +3,7 @@ the error table, half-close, cancellation, oversized lines, and other uids refus
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -27,8 +28,10 @@ def test_status_over_socat(daemon: Daemon) -> None:
     out = subprocess.run(
         ["socat", "-", f"UNIX-CONNECT:{daemon.socket}"],
         input=b'{"jsonrpc":"2.0","id":1,"method":"daemon/status"}\n',
-        capture_output=True, timeout=10, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        timeout=10,
+        check=True,
+    )
     reply = json.loads(out.stdout)
     assert reply["id"] == 1 and reply["result"]["protocol"] == 1
     assert reply["result"]["pid"] == daemon.proc.pid
@@ -68,10 +71,15 @@ def test_parse_error(daemon: Daemon) -> None:
 
 @pytest.mark.parametrize(
     "message",
-    [{"id": 1, "method": "daemon/status"}, {"jsonrpc": "1.0", "id": 1, "method": "x"},
-     {"jsonrpc": "2.0", "id": 1.5, "method": "daemon/status"}, {"jsonrpc": "2.0", "id": 1},
-     [], 42],
-)  # fmt: skip
+    [
+        {"id": 1, "method": "daemon/status"},
+        {"jsonrpc": "1.0", "id": 1, "method": "x"},
+        {"jsonrpc": "2.0", "id": 1.5, "method": "daemon/status"},
+        {"jsonrpc": "2.0", "id": 1},
+        [],
+        42,
+    ],
+)
 def test_invalid_request(daemon: Daemon, message: Any) -> None:
     """Anything that is not a JSON-RPC 2.0 request gets -32600."""
     r = Raw(daemon.socket)
@@ -117,8 +125,14 @@ def test_notifications_get_no_response(daemon: Daemon) -> None:
 def test_batch(daemon: Daemon) -> None:
     """A batch gets one array holding a response per request, none for notifications."""
     r = Raw(daemon.socket)
-    r.send([req(1, "daemon/status"), {"jsonrpc": "2.0", "method": "daemon/status"},
-            req("two", "no/such"), {"foo": 1}])  # fmt: skip
+    r.send(
+        [
+            req(1, "daemon/status"),
+            {"jsonrpc": "2.0", "method": "daemon/status"},
+            req("two", "no/such"),
+            {"foo": 1},
+        ]
+    )
     reply = r.line()
     assert isinstance(reply, list) and len(reply) == 3
     by_id = {str(x["id"]): x for x in reply}
@@ -160,10 +174,8 @@ def black_hole() -> Iterator[int]:
     def accept() -> None:
         srv.settimeout(0.2)
         while not stop.is_set():
-            try:
+            with contextlib.suppress(OSError):
                 held.append(srv.accept()[0])
-            except OSError:
-                pass
 
     t = threading.Thread(target=accept, daemon=True)
     t.start()
@@ -175,7 +187,9 @@ def black_hole() -> Iterator[int]:
     srv.close()
 
 
-def test_cancel_other_request_gets_32800(make_daemon: Any, upstream: Upstream, black_hole: int) -> None:
+def test_cancel_other_request_gets_32800(
+    make_daemon: Any, upstream: Upstream, black_hole: int
+) -> None:
     """$/cancelRequest on a request other than chat/summarize answers it with -32800 at once."""
     extra = f'[providers.hole]\nbase_url = "http://127.0.0.1:{black_hole}/v1"\nneeds_key = false\n'
     d = make_daemon(fake_provider_config(upstream, extra=extra))
@@ -237,8 +251,14 @@ def test_busy(daemon: Daemon) -> None:
     """A second chat/send in a conversation that is still answering gets -32005."""
     cid = daemon.call("chat/send", {"message": "first"})["conversation_id"]
     slow = daemon.client()
-    slow.send({"jsonrpc": "2.0", "id": 1, "method": "chat/send",
-               "params": {"message": "[[words:20]] [[slow:0.1]]", "conversation_id": cid}})  # fmt: skip
+    slow.send(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "chat/send",
+            "params": {"message": "[[words:20]] [[slow:0.1]]", "conversation_id": cid},
+        }
+    )
     time.sleep(0.4)
     with pytest.raises(RpcError) as e:
         daemon.call("chat/send", {"message": "second", "conversation_id": cid})
@@ -258,10 +278,8 @@ def test_oversized_line(daemon: Daemon) -> None:
     """A line over 16 MiB gets -32600 too_large and its connection closes; others are fine."""
     other = Raw(daemon.socket)
     r = Raw(daemon.socket, timeout=30)
-    try:
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         r.send(b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":"' + b"a" * (17 << 20))
-    except (BrokenPipeError, ConnectionResetError):
-        pass
     reply = r.line()
     assert isinstance(reply, dict)
     assert reply["error"]["code"] == -32600 and reply["error"]["data"]["reason"] == "too_large"
@@ -339,11 +357,21 @@ def test_other_uid_refused(daemon: Daemon) -> None:
     daemon.socket.chmod(0o666)
     daemon.socket.parent.parent.chmod(0o755)
     out = subprocess.run(
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-         "socat", "-t", "5", "-", f"UNIX-CONNECT:{daemon.socket}"],
+        [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "socat",
+            "-t",
+            "5",
+            "-",
+            f"UNIX-CONNECT:{daemon.socket}",
+        ],
         input=b'{"jsonrpc":"2.0","id":1,"method":"daemon/status"}\n',
-        capture_output=True, timeout=20,
-    )  # fmt: skip
+        capture_output=True,
+        timeout=20,
+    )
     assert out.stdout == b"", out.stdout  # connected, and closed without an answer
     assert b"Permission denied" not in out.stderr
     assert "refused a connection from uid" in daemon.stderr()
