@@ -14,10 +14,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from assistantd import errors, tokens
+from assistantd import compaction, errors, tokens
+from assistantd.compaction import needs_compaction, split_point, summary_system
 from assistantd.providers import Completion, ContextExceeded, Provider, Providers, StreamBroken
 from assistantd.rpc import Params, RequestContext, Result
 from assistantd.store import Store
+from assistantd.usage import Ledger, conversation_var
 
 log = logging.getLogger("assistantd.chat")
 
@@ -59,6 +61,7 @@ class ChatParams(Params):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     context: list[Attachment] | None = None
     stream: bool = True
+    compact: Literal["trim", "summarize"] | None = None  # default: the config's ``compact``
 
 
 class ChatResult(Result):
@@ -71,6 +74,8 @@ class ChatResult(Result):
     usage: Usage | None
     logprobs: list[TokenLogprob] | None
     trimmed: int
+    compacted: int = 0  # messages folded into the conversation's stored summary just now
+    cost: float | None = None  # USD; null when the model's price is unknown
     warnings: list[str] = []
 
 
@@ -98,12 +103,17 @@ class Turn:
 
     def __init__(self, provider: Provider, model: str, window: int, reserve: int) -> None:
         self.provider, self.model, self.window, self.reserve = provider, model, window, reserve
+        self.compacted = 0  # messages folded into the running summary by this request
+        self.warnings: list[str] = []
 
 
 class Chat:
-    def __init__(self, store: Store, providers: Providers, default_model: Any) -> None:
+    def __init__(
+        self, store: Store, providers: Providers, ledger: Ledger, default_model: Any
+    ) -> None:
         self.store = store
         self.providers = providers
+        self.ledger = ledger
         self.default_model = default_model  # callable: () -> str, decided by the daemon
         self.busy: set[str] = set()
 
@@ -142,17 +152,25 @@ class Chat:
         try:
             turn = self.resolve(params.model, params.provider, params.max_tokens, conv)
             await self.providers.client(turn.provider)  # fails early: no key, dead local server
+            conversation_var.set(cid)
             history = await self.store.run(self.store.messages, cid) if cid else []
             dangling = history[-1] if history and history[-1]["role"] == "user" else None
             if dangling is not None:
                 history = history[:-1]  # an unanswered question is replaced by this one
+            summary = await self.store.run(self.store.latest_compaction, cid) if cid else None
+            if summary:  # the stored summary stands in for the turns it covers
+                history = [m for m in history if m["seq"] > summary["upto_seq"]]
             context = [a.model_dump() for a in params.context or []]
-            new_msg = {"role": "user", "content": params.message, "context": context}
+            new_msg = render({"role": "user", "content": params.message, "context": context})
             system_text = conv["system"] if conv else params.system
-            system = {"role": "system", "content": system_text} if system_text else None
             budget = turn.window - turn.reserve
+            strategy = params.compact or self.providers.config.compact
+            if strategy == "summarize" and cid and history:
+                summary, history = await self._compact(turn, cid, system_text, summary, history,
+                                                       new_msg, budget)  # fmt: skip
+            system = summary_system(system_text, summary["content"] if summary else None)
             try:
-                fit = tokens.fit(system, [render(m) for m in history] + [render(new_msg)], budget)
+                fit = tokens.fit(system, [render(m) for m in history] + [new_msg], budget)
             except tokens.TooLong as e:
                 raise errors.InvalidParams(
                     f"the message does not fit {turn.model}'s context window of {turn.window} "
@@ -172,6 +190,7 @@ class Chat:
                     )
                 )
                 self.busy.add(cid)
+                conversation_var.set(cid)
             elif dangling is not None:
                 await self.store.run(self.store.delete_message, dangling["id"])
             await self.store.run(
@@ -181,6 +200,37 @@ class Chat:
         finally:
             if cid:
                 self.busy.discard(cid)
+
+    async def _compact(
+        self, turn: Turn, cid: str, system_text: str | None, summary: dict[str, Any] | None,
+        history: list[dict[str, Any]], new_msg: dict[str, Any], budget: int,
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:  # fmt: skip
+        """Fold the oldest turns into the stored summary once the conversation passes the
+        threshold; on failure, leave them to trimming and say so."""
+        rendered = [render(m) for m in history]
+        system = summary_system(system_text, summary["content"] if summary else None)
+        total = tokens.PER_REQUEST + sum(
+            tokens.message_tokens(m) for m in [*([system] if system else []), *rendered, new_msg]
+        )
+        if not needs_compaction(total, budget, self.providers.config.compact_threshold):
+            return summary, history
+        n = split_point(rendered, budget)
+        if n == 0:
+            return summary, history
+        try:
+            text = await compaction.compact(
+                self.providers, turn.provider, turn.model, turn.window,
+                summary["content"] if summary else None, rendered[:n],
+            )  # fmt: skip
+        except (errors.RpcError, ContextExceeded, StreamBroken) as e:
+            turn.warnings.append(
+                f"compaction failed ({e}); the oldest turns were left out instead"
+            )
+            return summary, history
+        upto = history[n - 1]["seq"]
+        await self.store.run(self.store.add_compaction, cid, upto, text)
+        turn.compacted = n
+        return {"upto_seq": upto, "content": text}, history[n:]
 
     async def _answer(
         self, params: ChatParams, ctx: RequestContext, turn: Turn, cid: str, fit: tokens.Fit
@@ -267,6 +317,7 @@ class Chat:
         self, cid: str, turn: Turn, out: Completion, status: str, finish: str | None = None
     ) -> str:
         usage = out.usage or {}
+        cost = self.ledger.cost(turn.provider, turn.model, out.usage)
         return await self.store.run(
             lambda: self.store.add_message(
                 cid,
@@ -282,6 +333,7 @@ class Chat:
                 total_tokens=usage.get("total_tokens"),
                 tokens=usage.get("completion_tokens"),
                 logprobs=out.logprobs or None,
+                cost=cost,
             )
         )
 
@@ -295,7 +347,7 @@ class Chat:
         trimmed: int,
         want_logprobs: bool,
     ) -> ChatResult:
-        warnings = []
+        warnings = list(turn.warnings)
         if want_logprobs and not out.got_logprobs and out.text:
             warnings.append(
                 f"{turn.provider.name} ignored logprobs for {turn.model} (LM Studio does); "
@@ -311,8 +363,8 @@ class Chat:
             usage=Usage(**out.usage) if out.usage else None,
             logprobs=[TokenLogprob(**lp) for lp in out.logprobs] if out.got_logprobs else None,
             trimmed=trimmed,
+            compacted=turn.compacted,
+            cost=self.ledger.cost(turn.provider, turn.model, out.usage),
             warnings=warnings,
         )
 
-
-Role = Literal["system", "user", "assistant"]

@@ -143,6 +143,63 @@ def repl(ctl: Ctl, cid: str | None) -> int:
             cid, first = result["conversation_id"], False
 
 
+# -- summarize ------------------------------------------------------------------------
+
+
+def cmd_summarize(ctl: Ctl) -> int:
+    """Summarize a URL, or stdin for ``-``; the summary streams to stdout, and a progress
+    line ("map 3/12") goes to stderr while that is a terminal."""
+    a = ctl.args
+    params: dict[str, Any] = {"model": a.model, "provider": a.provider,
+                              "instructions": a.instructions, "stream": not a.json}  # fmt: skip
+    if a.source == "-":
+        params["text"] = sys.stdin.read()
+        if not params["text"].strip():
+            print("assistantctl: nothing to summarize on stdin", file=sys.stderr)
+            return EXIT_USAGE
+        method = "summarize/text"
+    else:
+        method, params["url"] = "summarize/url", a.source
+    tty = sys.stderr.isatty() and not a.json
+    state = {"line": False, "streamed": False}
+
+    def clear() -> None:
+        if state["line"]:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            state["line"] = False
+
+    def on_notify(name: str, p: dict[str, Any]) -> None:
+        if name == "summarize/progress" and tty and not state["streamed"]:
+            sys.stderr.write(f"\r\033[K{p.get('stage')} {p.get('done')}/{p.get('total')}")
+            sys.stderr.flush()
+            state["line"] = True
+        elif name == "chat/delta" and not a.json:
+            clear()
+            state["streamed"] = True
+            sys.stdout.write(p.get("text", ""))
+            sys.stdout.flush()
+
+    try:
+        result = ctl.call(method, params, on_notify=on_notify, cancel_on_interrupt=True)
+    finally:
+        clear()
+    if a.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+    if not state["streamed"]:
+        sys.stdout.write(result["text"])
+    if result.get("finish_reason") == "cancelled":
+        sys.stdout.write(" [cancelled]")
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    if tty and result.get("conversation_id"):
+        cid = result["conversation_id"]
+        print(f"[{result['chunks']} part(s); follow up: assistantctl chat -c {cid}]",
+              file=sys.stderr)  # fmt: skip
+    return 0
+
+
 # -- the rest -------------------------------------------------------------------------
 
 
@@ -270,6 +327,58 @@ def cmd_conversations(ctl: Ctl) -> int:
     return 0
 
 
+def cmd_local(ctl: Ctl) -> int:
+    a = ctl.args
+    if a.action == "list":
+        r = ctl.call("local/list")
+        ctl.out(r, lambda r: _table(
+            [[x["name"], x["kind"], "managed" if x["managed"] else "probed", x["state"],
+              x["model"] or "", x["base_url"], x.get("error") or ""] for x in r["servers"]],
+            ["NAME", "KIND", "HOW", "STATE", "MODEL", "BASE URL", "NOTE"]))  # fmt: skip
+        return 0
+    if not a.name:
+        print(f"assistantctl: local {a.action} needs a NAME", file=sys.stderr)
+        return EXIT_USAGE
+    if a.action == "logs":
+        r = ctl.call("local/logs", {"name": a.name, "lines": a.lines})
+        ctl.out(r, lambda r: print("\n".join(r["lines"])))
+        return 0
+    try:
+        r = ctl.call(f"local/{a.action}", {"name": a.name})
+    except RpcError as e:
+        _report(e)
+        if isinstance(e.data, dict) and e.data.get("log_tail"):
+            print(f"--- the end of its log:\n{e.data['log_tail']}", file=sys.stderr)
+        return EXIT_ERROR
+    ctl.out(r, lambda r: print(f"{r['name']}: {r['state']}"
+                               + (f" at {r['base_url']}" if r["base_url"] else "")))  # fmt: skip
+    return 0
+
+
+def cmd_usage(ctl: Ctl) -> int:
+    a = ctl.args
+    r = ctl.call("usage/report", {"since": a.since, "until": a.until, "group_by": a.group_by})
+
+    def money(row: dict[str, Any]) -> str:
+        if row["cost"] is None:
+            return "unknown"
+        text = f"${row['cost']:.4f}"
+        return text + (f" (+{row['unpriced_requests']} unpriced)" if row["unpriced_requests"] else "")
+
+    def show(r: dict[str, Any]) -> None:
+        rows = [[(x["title"] or x["key"]) if a.group_by == "conversation" else str(x["key"]),
+                 str(x["requests"]), str(x["prompt_tokens"]), str(x["completion_tokens"]),
+                 str(x["cached_tokens"]), money(x)] for x in r["rows"]]  # fmt: skip
+        t = r["total"]
+        rows.append(["TOTAL", str(t["requests"]), str(t["prompt_tokens"]),
+                     str(t["completion_tokens"]), str(t["cached_tokens"]), money(t)])  # fmt: skip
+        _table(rows, [a.group_by.upper(), "REQUESTS", "PROMPT", "COMPLETION", "CACHED", "COST"])
+        print(f"(prices as of {r['prices_as_of']}; override them in the config)", file=sys.stderr)
+
+    ctl.out(r, show)
+    return 0
+
+
 def _report(e: RpcError) -> None:
     print(f"assistantctl: {e.message} ({e.code})", file=sys.stderr)
 
@@ -298,6 +407,13 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("-v", "--verbose", action="store_true", help="print usage after the answer")
     c.set_defaults(func=cmd_chat)
 
+    s = sub.add_parser("summarize", parents=[common], help="summarize a web page, or stdin with -")
+    s.add_argument("source", metavar="URL|-", help="an http(s) URL, or - to read text from stdin")
+    s.add_argument("-i", "--instructions", help="what the summary should focus on")
+    s.add_argument("-m", "--model")
+    s.add_argument("-p", "--provider")
+    s.set_defaults(func=cmd_summarize)
+
     d = sub.add_parser("daemon", parents=[common], help="start, stop, status, restart, install")
     d.add_argument("action", choices=["start", "stop", "status", "restart", "install"])
     d.add_argument("--dry-run", action="store_true", help="install: print what would be written")
@@ -307,6 +423,12 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("action", choices=["set", "delete", "list"], nargs="?", default="list")
     k.add_argument("provider", nargs="?")
     k.set_defaults(func=cmd_keys)
+
+    u = sub.add_parser("usage", parents=[common], help="tokens and cost across every client")
+    u.add_argument("--group-by", choices=["day", "provider", "model", "conversation"], default="day")
+    u.add_argument("--since", help="RFC 3339 time or date (inclusive)")
+    u.add_argument("--until", help="RFC 3339 time or date (exclusive)")
+    u.set_defaults(func=cmd_usage)
 
     sub.add_parser("providers", parents=[common], help="list providers").set_defaults(func=cmd_providers)
     m = sub.add_parser("models", parents=[common], help="list models")
@@ -322,6 +444,12 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--message", help="fork: the last message to keep")
     v.add_argument("--format", choices=["markdown", "json"], default="markdown")
     v.set_defaults(func=cmd_conversations, query=None)
+
+    lo = sub.add_parser("local", parents=[common], help="local model servers (llama-server, ...)")
+    lo.add_argument("action", choices=["list", "start", "stop", "logs"], nargs="?", default="list")
+    lo.add_argument("name", nargs="?")
+    lo.add_argument("-n", "--lines", type=int, default=50, help="logs: how many lines")
+    lo.set_defaults(func=cmd_local)
     return p
 
 

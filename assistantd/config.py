@@ -57,6 +57,10 @@ class SummarizeConfig(_Strict):
 
 class Config(_Strict):
     default_model: str | None = None
+    # How a conversation longer than the window goes on: leave out the oldest turns, or
+    # summarize them into one stored summary once it passes compact_threshold of the window.
+    compact: Literal["trim", "summarize"] = "trim"
+    compact_threshold: float = Field(default=0.8, ge=0.2, le=0.95)
     default_provider: str | None = None
     socket: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -22,10 +22,15 @@ from assistantd.conversations import (
     Conversation, Conversations, DeleteResult, ExportParams, ExportResult, ForkParams,
     ForkResult, IdParams, ListParams, ListResult, RenameParams, RenameResult,
 )  # fmt: skip
+from assistantd.local import ListResult as LocalListResult
+from assistantd.local import LocalServers, LogsParams, LogsResult, NameParams, ServerEntry
 from assistantd.providers import Providers
 from assistantd.rpc import EmptyResult, NoParams, Params, Registry, RequestContext, Result
 from assistantd.server import AlreadyRunning, Listener, Server, notify_systemd
+from assistantd.events import Bus, SubscribeParams, SubscribeResult
 from assistantd.store import Store
+from assistantd.usage import Ledger, ReportParams, ReportResult, Usage
+from assistantd.summarize import Summarizer, SummarizeResult, TextParams, UrlParams
 
 log = logging.getLogger("assistantd")
 
@@ -124,8 +129,17 @@ class Daemon:
         self.config = self._read_config() or config.Config()
         self.registry = Registry()
         self.store = Store(data_dir / "conversations.sqlite3")
-        self.providers = Providers(self.config)
-        self.chat = Chat(self.store, self.providers, self.default_model)
+        self.local = LocalServers(self.config)
+        self.providers = Providers(self.local.effective(self.config), self.local.base_url)
+        self.local.bind(self.providers)
+        self.bus = Bus()
+        self.ledger = Ledger(self.store, self.config)
+        self.providers.on_usage = self.ledger.record
+        self.usage = Usage(self.store)
+        self.chat = Chat(self.store, self.providers, self.ledger, self.default_model)
+        self.summarizer = Summarizer(
+            self.store, self.providers, self.chat, lambda: self.config.summarize
+        )
         self.conversations = Conversations(self.store)
         self.server = Server(self.registry)
         self.stopping = asyncio.Event()
@@ -147,9 +161,14 @@ class Daemon:
     def reload(self) -> None:
         """Re-read the config; a bad one keeps the last good one and is reported."""
         cfg = self._read_config()
+        self.bus.publish(
+            "config/changed", {"config_ok": cfg is not None, "config_error": self.config_error}
+        )
         if cfg is not None:
             self.config = cfg
-            self.providers.reconfigure(cfg)
+            self.ledger.config = cfg
+            self.local.reconfigure(cfg)
+            self.providers.reconfigure(self.local.effective(cfg))
             self._models_cache.clear()
             log.info("config reloaded from %s", self.config_path)
 
@@ -170,7 +189,7 @@ class Daemon:
             self.reload()
 
     def default_model(self) -> str:
-        return self.config.default_model or FALLBACK_MODEL
+        return self.config.default_model or self.local.no_key_default() or FALLBACK_MODEL
 
     # -- methods -------------------------------------------------------------------
 
@@ -192,6 +211,14 @@ class Daemon:
         r("conversations/delete", IdParams, DeleteResult, c.delete)
         r("conversations/fork", ForkParams, ForkResult, c.fork)
         r("conversations/export", ExportParams, ExportResult, c.export)
+        r("usage/report", ReportParams, ReportResult, self.usage.report)
+        r("daemon/subscribe", SubscribeParams, SubscribeResult, self.bus.subscribe)
+        r("local/list", NoParams, LocalListResult, self.local.list)
+        r("local/start", NameParams, ServerEntry, self.local.start_method)
+        r("local/stop", NameParams, ServerEntry, self.local.stop_method)
+        r("local/logs", LogsParams, LogsResult, self.local.logs)
+        r("summarize/url", UrlParams, SummarizeResult, self.summarizer.url)
+        r("summarize/text", TextParams, SummarizeResult, self.summarizer.text)
 
     async def status(self, p: NoParams, ctx: RequestContext) -> Status:
         """The daemon's version, paths, config state, load and providers."""
@@ -265,6 +292,8 @@ class Daemon:
 
     def provider_state(self, name: str) -> str:
         prov = self.providers.by_name[name]
+        if prov.managed:
+            return self.local.state(name)
         return "local" if prov.local else "remote"
 
     async def models_list(self, p: ModelsParams, ctx: RequestContext) -> ModelsResult:
@@ -303,6 +332,9 @@ class Daemon:
     async def run(self, listener: Listener) -> None:
         await self.store.aopen()
         loop = asyncio.get_running_loop()
+        self.store.on_change = lambda cid, change: loop.call_soon_threadsafe(
+            self.bus.publish, "conversations/changed", {"id": cid, "change": change}
+        )
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -314,12 +346,15 @@ class Daemon:
         try:
             async with asyncio.TaskGroup() as tg:
                 watcher = tg.create_task(self.watch_config())
+                reaper = tg.create_task(self.local.run())
                 await self.stopping.wait()
                 watcher.cancel()
+                reaper.cancel()
         finally:
             notify_systemd("STOPPING=1")
             server.close()
             await self._drain()
+            await self.local.stop_all()
             await self.providers.close()
             self.store.close()
             log.info("assistantd stopped")

@@ -117,7 +117,8 @@ class Providers:
         self._keys: dict[str, tuple[str | None, str]] = {}
         self._base_url_hook = base_url_hook
         self.keyring_error: str | None = None
-        self.window_hints: dict[tuple[str, str], int] = {}  # learned, e.g. from llama-server /props
+        self.window_hints: dict[tuple[str, str], int] = {}
+        self.on_usage: Callable[[Provider, str, dict[str, int]], None] | None = None  # learned, e.g. from llama-server /props
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
@@ -248,6 +249,8 @@ class Providers:
                     await self._stream(client, kwargs, out, on_delta)
                 else:
                     await self._once(client, kwargs, out)
+                if out.usage and self.on_usage is not None:
+                    self.on_usage(p, model, out.usage)
                 return out
             except openai.APIError as e:
                 if out.started:
@@ -263,7 +266,7 @@ class Providers:
                 log.info("%s: %s; retry %d in %.1f s", p.name, type(e).__name__, attempt, wait)
                 await asyncio.sleep(wait)
             except (ValueError, OSError) as e:  # garbage SSE, a transport error mid-stream
-                err = errors.UpstreamError(
+                err: errors.RpcError = errors.UpstreamError(
                     f"{p.name} sent a stream that could not be read: {type(e).__name__}",
                     provider=p.name, status=None,
                 )  # fmt: skip
@@ -325,6 +328,17 @@ class Providers:
     def _map(self, p: Provider, e: Exception) -> errors.RpcError:
         import openai
 
+        if isinstance(e, openai.APIConnectionError) and p.local:
+            from assistantd.local import not_running
+
+            if p.managed:  # its base_url is the manager's; the log says why it went away
+                message = (f"the local server {p.name} stopped answering "
+                           f"(see `assistantctl local logs {p.name}`)")  # fmt: skip
+            elif isinstance(e, openai.APITimeoutError):
+                message = f"{p.name} at {p.base_url} did not answer in time"
+            else:
+                message = not_running(p.kind, p.base_url)
+            return errors.UpstreamUnreachable(message, provider=p.name, base_url=p.base_url)
         if isinstance(e, openai.APITimeoutError | openai.APIConnectionError):
             return errors.UpstreamUnreachable(
                 f"cannot reach {p.name} at {p.base_url}: {type(e).__name__}",
@@ -406,5 +420,5 @@ def _retry_wait(e: Any, attempt: int) -> float | None:
         return min(after if after is not None else 2.0 ** attempt, MAX_RETRY_WAIT_S)
     status = getattr(e, "status_code", None)
     if isinstance(e, openai.APIConnectionError) or (isinstance(status, int) and status >= 500):
-        return 0.25 * 2**attempt + random.uniform(0, 0.1)
+        return 0.25 * 2.0**attempt + random.uniform(0, 0.1)
     return None

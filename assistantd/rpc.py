@@ -114,9 +114,14 @@ def _valid_id(value: Any) -> bool:
 class Session:
     """One connection's requests. ``send`` writes one framed message to the client."""
 
-    def __init__(self, registry: Registry, send: Send) -> None:
+    def __init__(
+        self, registry: Registry, send: Send, spawn: Callable[[Any], Any] | None = None
+    ) -> None:
         self.registry = registry
         self._send = send
+        # Starts a task owned by this connection (its TaskGroup), e.g. an event pump.
+        self.spawn: Callable[[Any], Any] = spawn or asyncio.ensure_future
+        self.background: set[asyncio.Task[Any]] = set()  # ended at end of input or loss
         self.inflight: dict[str, RequestContext] = {}
         self.lost = False
 
@@ -136,6 +141,11 @@ class Session:
             for ctx in list(self.inflight.values()):
                 if ctx.task is not None:
                     ctx.task.cancel()
+            self.end_background()
+
+    def end_background(self) -> None:
+        for task in self.background:
+            task.cancel()
 
     async def handle(self, raw: bytes) -> None:
         """Handle one framed message (a request, a notification or a batch)."""

@@ -184,6 +184,7 @@ class Server:
         session = Session(self.registry, send)
         try:
             async with asyncio.TaskGroup() as tg:
+                session.spawn = tg.create_task
                 while not session.lost:
                     try:
                         raw = await frames.read()
@@ -203,7 +204,8 @@ class Server:
                         session.connection_lost()
                         break
                     if raw is None:
-                        break  # end of input: the requests in flight still finish
+                        session.end_background()  # requests in flight still finish
+                        break
                     tg.create_task(session.handle(raw))
         except* ConnectionResetError:
             pass

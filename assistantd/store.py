@@ -48,6 +48,29 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX messages_seq ON messages(conversation_id, seq);
     CREATE VIRTUAL TABLE search USING fts5(conversation_id UNINDEXED, text);
     """,
+    # 2: a usage ledger (kept when conversations are deleted), costs, compaction summaries
+    """
+    ALTER TABLE messages ADD COLUMN cost REAL;
+    CREATE TABLE usage_log (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        provider TEXT NOT NULL, model TEXT NOT NULL,
+        conversation_id TEXT,              -- no foreign key: spend outlives a deleted chat
+        kind TEXT NOT NULL,                -- chat, summarize, compact
+        prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+        cached_tokens INTEGER NOT NULL DEFAULT 0, total_tokens INTEGER NOT NULL,
+        cost REAL                          -- USD; NULL when the model's price is unknown
+    );
+    CREATE INDEX usage_log_at ON usage_log(at);
+    CREATE TABLE compactions (
+        id TEXT PRIMARY KEY,
+        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        upto_seq INTEGER NOT NULL,         -- the summary stands in for messages up to here
+        content TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX compactions_conv ON compactions(conversation_id, upto_seq);
+    """,
 ]
 
 
@@ -65,6 +88,14 @@ class Store:
         self.path = path
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._db: sqlite3.Connection | None = None
+        # Called (on the store's thread) with (conversation id, change) after each write
+        # that other clients may want to know of; the daemon forwards it to the event loop.
+        self.on_change: Callable[[str, str], None] | None = None
+        self._quiet = False
+
+    def _changed(self, cid: str, change: str) -> None:
+        if self.on_change is not None and not self._quiet:
+            self.on_change(cid, change)
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -84,6 +115,10 @@ class Store:
         for n, script in enumerate(MIGRATIONS[version:], version + 1):
             db.executescript(f"BEGIN; {script}; PRAGMA user_version={n}; COMMIT;")
         self._db = db
+
+    def submit(self, func: Callable[..., Any], *args: Any) -> None:
+        """Queue a write without waiting for it (ordered; flushed by ``close``)."""
+        self._pool.submit(func, *args)
 
     async def aopen(self) -> None:
         await self.run(self.open)
@@ -127,6 +162,7 @@ class Store:
                 ),
             )
             self.db.execute("INSERT INTO search(conversation_id, text) VALUES (?, ?)", (cid, title))
+        self._changed(cid, "created")
         return cid
 
     def conversation(self, cid: str) -> dict[str, Any] | None:
@@ -163,12 +199,15 @@ class Store:
                 self.db.execute(
                     "INSERT INTO search(conversation_id, text) VALUES (?, ?)", (cid, title)
                 )
+                self._changed(cid, "renamed")
         return cur.rowcount > 0
 
     def delete(self, cid: str) -> bool:
         with self.db:
             cur = self.db.execute("DELETE FROM conversations WHERE id=?", (cid,))
             self.db.execute("DELETE FROM search WHERE conversation_id=?", (cid,))
+        if cur.rowcount:
+            self._changed(cid, "deleted")
         return cur.rowcount > 0
 
     def touch(self, cid: str, model: str | None, provider: str | None) -> None:
@@ -206,7 +245,25 @@ class Store:
                 "INSERT INTO search(conversation_id, text) VALUES (?, ?)", (cid, content)
             )
             self.db.execute("UPDATE conversations SET updated_at=? WHERE id=?", (now(), cid))
+        if role == "assistant":
+            self._changed(cid, "answered")
         return mid
+
+    def latest_compaction(self, cid: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT upto_seq, content FROM compactions WHERE conversation_id=?"
+            " ORDER BY upto_seq DESC LIMIT 1",
+            (cid,),
+        ).fetchone()
+        return dict(row) if row else None
+
+    def add_compaction(self, cid: str, upto_seq: int, content: str) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT INTO compactions(id, conversation_id, upto_seq, content, created_at)"
+                " VALUES (?,?,?,?,?)",
+                (new_id("s"), cid, upto_seq, content, now()),
+            )
 
     def delete_message(self, mid: str) -> None:
         with self.db:
@@ -230,12 +287,16 @@ class Store:
             source=json.loads(conv["source"]) if conv["source"] else None,
         )
         skip = {"id", "conversation_id", "seq", "role", "content", "created_at"}
-        for m in msgs:
-            extra = {k: v for k, v in m.items() if k not in skip}
-            for key in ("context", "logprobs"):
-                if extra.get(key) is not None:
-                    extra[key] = json.loads(extra[key])
-            self.add_message(new, m["role"], m["content"], **extra)
+        self._quiet = True  # one "created" for the fork, not one per copied answer
+        try:
+            for m in msgs:
+                extra = {k: v for k, v in m.items() if k not in skip}
+                for key in ("context", "logprobs"):
+                    if extra.get(key) is not None:
+                        extra[key] = json.loads(extra[key])
+                self.add_message(new, m["role"], m["content"], **extra)
+        finally:
+            self._quiet = False
         return new
 
 

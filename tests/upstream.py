@@ -16,7 +16,8 @@ The reply is steered by ``[[...]]`` directives in the last user message:
 (reply directives; the first one wins), ``error:CODE[ xK]``, ``retry_after:S``,
 ``cut:N``, ``noend``, ``garbage:N``, ``slow:SECONDS`` and ``hang``. Without a
 reply directive the reply is ``"You said: " + text`` (directives stripped), or
-``"Summary: " + first 12 tokens`` when the system message contains SUMMARIZE.
+``"Summary: " + first 12 tokens`` when the system message contains SUMMARIZE, or
+``"Summary: " + every FACT-word`` when it contains COMPACT (a summarizer that keeps facts).
 Logprobs are deterministic: token i has logprob ``-0.1 * (i % 5 + 1)``.
 Models whose names start with ``nologprobs`` never return logprobs.
 
@@ -439,6 +440,10 @@ class Upstream:
                 return " ".join(dict.fromkeys(FACT_RE.findall("\n".join(texts)))) or "none"
         if messages[0].get("role") == "system" and "SUMMARIZE" in texts[0]:
             return "Summary: " + "".join(tokenize(last)[:12]).strip()
+        if messages[0].get("role") == "system" and "COMPACT" in texts[0]:
+            # A faithful summarizer: it keeps every FACT word of what it was given.
+            facts = dict.fromkeys(re.findall(r"FACT-\w+", last))
+            return "Summary: " + (" ".join(facts) or "nothing")
         return "You said: " + last
 
     async def _chat(self, conn: Conn, req: dict[str, Any]) -> bool:

