@@ -149,6 +149,8 @@ class Chat:
         cid: str | None = conv["id"] if conv else None
         if cid:
             self.busy.add(cid)  # before any await: two sends cannot both pass the check
+        turn: Turn | None = None
+        stored = False
         try:
             turn = self.resolve(params.model, params.provider, params.max_tokens, conv)
             await self.providers.client(turn.provider)  # fails early: no key, dead local server
@@ -196,10 +198,39 @@ class Chat:
             await self.store.run(
                 lambda: self.store.add_message(cid, "user", params.message, context=context or None)
             )
+            stored = True
             return await self._answer(params, ctx, turn, cid, fit)
+        except asyncio.CancelledError:
+            # Cancelled before the provider was called (``_answer`` handles the rest): the
+            # contract still answers with a cancelled result, and the question is kept.
+            if not ctx.cancel_requested or ctx.session.lost or turn is None:
+                raise
+            if (task := asyncio.current_task()) is not None:
+                task.uncancel()
+            cid = await asyncio.shield(self._keep_question(params, turn, cid, stored))
+            self.busy.add(cid)
+            mid = await self._store_answer(cid, turn, Completion(), "partial", "cancelled")
+            return self._result(cid, mid, turn, Completion(), "cancelled", 0, False)
         finally:
             if cid:
                 self.busy.discard(cid)
+
+    async def _keep_question(
+        self, params: ChatParams, turn: Turn, cid: str | None, stored: bool
+    ) -> str:
+        if cid is None:
+            cid = await self.store.run(
+                lambda: self.store.create_conversation(
+                    title=title_from(params.message), model=turn.model,
+                    provider=turn.provider.name, system=params.system,
+                )
+            )  # fmt: skip
+        if not stored:
+            context = [a.model_dump() for a in params.context or []] or None
+            await self.store.run(
+                lambda: self.store.add_message(cid, "user", params.message, context=context)
+            )
+        return cid
 
     async def _compact(
         self, turn: Turn, cid: str, system_text: str | None, summary: dict[str, Any] | None,

@@ -376,3 +376,17 @@ def test_other_uid_refused(daemon: Daemon) -> None:
     assert b"Permission denied" not in out.stderr
     assert "refused a connection from uid" in daemon.stderr()
     assert daemon.call("daemon/status")["pid"] == daemon.proc.pid
+
+
+def test_cancel_chat_at_once_still_answers(make_daemon: Any, upstream: Upstream) -> None:
+    """A chat/send cancelled before the provider is even called gets a cancelled result, and
+    its question is stored."""
+    d = make_daemon(fake_provider_config(upstream))  # fresh: the first send loads the SDK
+    r = Raw(d.socket)
+    r.send(req(1, "chat/send", {"message": "cancel me at once"}))
+    r.send({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": 1}})
+    reply = r.response(1)["result"]
+    assert reply["finish_reason"] == "cancelled"
+    msgs = d.call("conversations/get", {"id": reply["conversation_id"]})["messages"]
+    assert msgs[0]["content"] == "cancel me at once"
+    assert msgs[-1]["status"] == "partial"

@@ -1,0 +1,4 @@
+-- luacheck --config clients/nvim/.luacheckrc clients/nvim tests/nvim
+std = "luajit"
+globals = { "vim" }
+max_line_length = 120

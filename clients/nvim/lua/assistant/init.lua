@@ -1,0 +1,136 @@
+-- assistant.nvim: a thin client of the assistantd daemon (see clients/nvim/README.md).
+-- Layout: rpc.lua speaks the socket protocol, chat.lua owns chat buffers, edit.lua the
+-- commands that work on the text being edited, health.lua is :checkhealth assistant.
+local M = {}
+
+M.config = {
+  socket = nil, -- nil: $ASSISTANTD_SOCKET, else $XDG_RUNTIME_DIR/assistantd/assistantd.sock
+  autostart = true, -- start `assistantd` in the background when nothing answers
+  cmd = { "assistantd", "--quiet" }, -- how to start it (`--socket PATH` is appended)
+  model = nil, -- nil: the daemon's default_model
+  chat_split = nil, -- how :AssistantChat opens its buffer: nil (this window), "split", "vsplit", "tabnew"
+  split = "split", -- how answers to :AssistantAsk/:AssistantSummarize/picked conversations open
+  keys = { send = "<CR>", send_insert = "<M-CR>", cancel = "<C-c>" }, -- chat buffer keys; false disables one
+  replace_system = "You rewrite the text given as context according to the user's instruction. "
+    .. "Reply with the replacement text only: no explanation, no code fences.",
+}
+
+function M.setup(opts)
+  opts = opts or {}
+  M.config = vim.tbl_deep_extend("force", M.config, opts)
+  M.config.cmd = opts.cmd or M.config.cmd -- a list replaces, not merges by index
+  M.create_commands()
+end
+
+--- The user commands (plugin/assistant.lua and setup() both call this; redefining is harmless).
+function M.create_commands()
+  local function cmd(name, fn, opts)
+    vim.api.nvim_create_user_command(name, fn, opts)
+  end
+  cmd("AssistantChat", function(o)
+    M.chat(o.args)
+  end, { nargs = "*", desc = "Open a chat buffer (and send [message])" })
+  cmd("AssistantAsk", function(o)
+    require("assistant.edit").ask(o)
+  end, { nargs = "*", range = true, desc = "Ask about the selection; the answer opens in a split" })
+  cmd("AssistantReplace", function(o)
+    require("assistant.edit").replace(o)
+  end, { nargs = "*", range = true, desc = "Replace the selection with the answer to [instruction]" })
+  cmd("AssistantSummarize", function(o)
+    require("assistant.edit").summarize(o.args)
+  end, { nargs = "?", desc = "Summarize [url] or the URL under the cursor" })
+  cmd("AssistantConversations", function(o)
+    M.conversations(o.args)
+  end, { nargs = "*", desc = "Pick a stored conversation ([query] searches) and continue it" })
+  cmd("AssistantCancel", function()
+    M.cancel()
+  end, { desc = "Cancel this chat buffer's request, else the newest one in flight" })
+end
+
+--- One line that says what went wrong, from a JSON-RPC error object.
+function M.describe(err)
+  local msg = tostring(err.message or "error")
+  local data = type(err.data) == "table" and err.data or {}
+  for _, k in ipairs({ "message", "reason", "provider", "url" }) do
+    if type(data[k]) == "string" and not msg:find(data[k], 1, true) then
+      msg = msg .. " (" .. k .. ": " .. data[k] .. ")"
+    end
+  end
+  return msg
+end
+
+function M.echo(msg, hl)
+  vim.api.nvim_echo({ { "assistant: " .. msg, hl or "None" } }, false, {})
+end
+
+function M.error(msg)
+  vim.notify("assistant: " .. msg, vim.log.levels.ERROR)
+end
+
+--- Nil-safe field: the daemon's JSON nulls decode to vim.NIL.
+function M.val(v, default)
+  if v == nil or v == vim.NIL then
+    return default
+  end
+  return v
+end
+
+--- :AssistantChat [message]
+function M.chat(message)
+  local chat = require("assistant.chat")
+  local buf = chat.open({ split = M.config.chat_split })
+  if message and message ~= "" then
+    chat.submit(buf, message)
+  end
+  return buf
+end
+
+--- :AssistantConversations [query]: pick a stored conversation and continue it.
+function M.conversations(query)
+  local rpc = require("assistant.rpc")
+  local params = { limit = 50 }
+  if query and query ~= "" then
+    params.query = query
+  end
+  rpc.request("conversations/list", params, function(err, res)
+    if err then
+      return M.error(M.describe(err))
+    end
+    if #res.conversations == 0 then
+      return M.echo("no stored conversations")
+    end
+    vim.ui.select(res.conversations, {
+      prompt = "Conversation",
+      format_item = function(c)
+        local when = tostring(M.val(c.updated_at, "")):sub(1, 16):gsub("T", " ")
+        return ("%s  %s  (%d messages)"):format(when, M.val(c.title, "(untitled)"), c.message_count or 0)
+      end,
+    }, function(choice)
+      if choice then
+        M.open_conversation(choice.id)
+      end
+    end)
+  end)
+end
+
+function M.open_conversation(id)
+  require("assistant.rpc").request("conversations/get", { id = id }, function(err, conv)
+    if err then
+      return M.error(M.describe(err))
+    end
+    require("assistant.chat").open({ split = M.config.split, conversation = conv })
+  end)
+end
+
+--- :AssistantCancel: the request of this chat buffer, else the newest one in flight.
+function M.cancel()
+  local chat = require("assistant.chat")
+  local rpc = require("assistant.rpc")
+  if chat.cancel(vim.api.nvim_get_current_buf()) or rpc.cancel(rpc.last_pending()) then
+    M.echo("cancelling…")
+  else
+    M.echo("nothing to cancel")
+  end
+end
+
+return M
