@@ -17,8 +17,10 @@ import asyncio
 import codecs
 import hashlib
 import json
+import logging
 import os
 import re
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +30,8 @@ from assistantd import __version__, errors
 
 if TYPE_CHECKING:
     import httpx2
+
+log = logging.getLogger("assistantd.fetch")
 
 USER_AGENT = f"assistantd/{__version__} (page summarizer; +python-httpx2)"
 ACCEPT = "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.1"
@@ -284,7 +288,11 @@ def freshness(page: Page) -> float | None:
 
 
 class PageCache:
-    """Extracted pages as JSON files named by the URL's hash (blocking: call in a thread)."""
+    """Extracted pages as JSON files named by the URL's hash, at most ``MAX_ENTRIES`` of
+    them (the least recently stored go first). Blocking: call it in a thread. A cache
+    that cannot be written is only logged: the summary does not need it."""
+
+    MAX_ENTRIES = 256
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -301,13 +309,16 @@ class PageCache:
         return entry if entry.url == url else None
 
     def put(self, entry: Entry) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = self._path(entry.url)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(entry), ensure_ascii=False), encoding="utf-8")
-        tmp.replace(path)
-
-    def touch(self, entry: Entry) -> None:
-        """The server said the page is unchanged: it is fresh from now."""
+        """Store ``entry``, fresh from now (also: the server said it is unchanged)."""
         entry.stored_at = time.time()
-        self.put(entry)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(asdict(entry), f, ensure_ascii=False)
+            Path(tmp).replace(self._path(entry.url))
+            files = sorted(self.folder.glob("*.json"), key=lambda p: p.stat().st_mtime)
+            for old in files[: max(0, len(files) - self.MAX_ENTRIES)]:
+                old.unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("cannot write the page cache in %s: %s", self.folder, e)

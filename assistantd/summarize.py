@@ -31,6 +31,7 @@ from assistantd.fetch import Entry, Limits, PageCache, check_url, extract, fetch
 from assistantd.providers import Completion, ContextExceeded, Providers, StreamBroken
 from assistantd.rpc import Params, RequestContext, Result
 from assistantd.store import Store
+from assistantd.usage import conversation_var, kind_var
 
 MAP_SYSTEM = ("You SUMMARIZE one part of a longer text{about}. Write a concise summary of this "
               "part: its main points, facts, names and numbers, in the language of the text. "
@@ -233,9 +234,13 @@ class Summarizer:
         if conv:
             run.cid = conv["id"]
             self.chat.busy.add(conv["id"])
+        # The usage ledger's rows name their conversation and what they were for.
+        kind, owner = kind_var.set("summarize"), conversation_var.set(run.cid)
         try:
             return await self._pipeline(run, load)
         finally:
+            kind_var.reset(kind)
+            conversation_var.reset(owner)
             if run.cid:
                 self.chat.busy.discard(run.cid)
 
@@ -253,6 +258,7 @@ class Summarizer:
                 ))  # fmt: skip
                 run.own = True
                 self.chat.busy.add(run.cid)
+            conversation_var.set(run.cid)  # reset by _go
             await self._summarize(run)
         except asyncio.CancelledError:
             task = asyncio.current_task()
@@ -287,7 +293,7 @@ class Summarizer:
                                etag=entry.etag if entry else None,
                                last_modified=entry.last_modified if entry else None)  # fmt: skip
             if page is None and entry is not None:  # 304 Not Modified
-                await asyncio.to_thread(self.cache.touch, entry)
+                await asyncio.to_thread(self.cache.put, entry)
         await run.progress("fetch", 1, 1)
         await run.progress("extract", 0, 1)
         if page is not None:
@@ -299,7 +305,7 @@ class Summarizer:
             entry = Entry(url, page.url, title, text, page.etag,
                           page.last_modified, 0.0, fresh or 0.0)  # fmt: skip
             if fresh is not None:
-                await asyncio.to_thread(self.cache.touch, entry)
+                await asyncio.to_thread(self.cache.put, entry)
         assert entry is not None
         await run.progress("extract", 1, 1)
         run.title, run.text = entry.title, entry.text
