@@ -11,6 +11,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,8 +30,9 @@ from tests.upstream import Upstream
 NVIM_TIMEOUT = 60
 
 
-def run_nvim(script: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run tests/nvim/<script> in a headless Neovim with the plugin on its runtimepath."""
+def nvim_command(script: str) -> tuple[list[str], Path]:
+    """The command that runs tests/nvim/<script> in a headless Neovim with the plugin on
+    its runtimepath, and the file the script writes its result to."""
     nvim = shutil.which("nvim")
     assert nvim, "nvim is not installed (apt-get install neovim)"
     out = Path(os.environ["XDG_STATE_HOME"]) / f"nvim-{script}.json"
@@ -38,14 +40,68 @@ def run_nvim(script: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     out.unlink(missing_ok=True)
     cmd = [nvim, "--headless", "-u", "NONE", "-i", "NONE", "-n",
            "--cmd", "set rtp^=clients/nvim", "-c", f"luafile tests/nvim/{script}"]  # fmt: skip
+    return cmd, out
+
+
+def read_result(out: Path, why: str) -> dict[str, Any]:
+    assert out.exists(), f"nvim wrote no result ({why})"
+    result: dict[str, Any] = json.loads(out.read_text())
+    assert "error" not in result, result["error"]
+    return result
+
+
+def run_nvim(script: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run tests/nvim/<script> to its end and return what it wrote."""
+    cmd, out = nvim_command(script)
     proc = subprocess.run(
         cmd, cwd=ROOT, env={**os.environ, "NVIM_TEST_OUT": str(out), **(env or {})},
         stdin=subprocess.DEVNULL, capture_output=True, timeout=NVIM_TIMEOUT,
     )  # fmt: skip
-    assert out.exists(), f"nvim wrote no result (rc {proc.returncode}): {proc.stderr!r}"
-    result: dict[str, Any] = json.loads(out.read_text())
-    assert "error" not in result, result["error"]
-    return result
+    return read_result(out, f"rc {proc.returncode}: {proc.stderr!r}")
+
+
+class Turns:
+    """A Lua scenario that runs beside the test and takes turns with it through files in
+    $NVIM_TEST_SIGNALS: the test writes go-STEP.json, the scenario answers seen-STEP.json."""
+
+    def __init__(self, script: str, env: dict[str, str], folder: Path) -> None:
+        cmd, self.out = nvim_command(script)
+        self.folder = folder
+        folder.mkdir()
+        self.stderr = folder / "nvim-stderr.log"
+        with self.stderr.open("wb") as err:
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                env={**os.environ, **env, "NVIM_TEST_OUT": str(self.out),
+                     "NVIM_TEST_SIGNALS": str(folder)},
+            )  # fmt: skip
+
+    def go(self, step: str, **data: Any) -> None:
+        tmp = self.folder / f"go-{step}.tmp"
+        tmp.write_text(json.dumps(data))
+        tmp.rename(self.folder / f"go-{step}.json")  # the scenario never reads half a file
+
+    def seen(self, step: str, timeout: float = 15) -> dict[str, Any]:
+        """Wait for the scenario's answer to `step` (polled every 10 ms)."""
+        path = self.folder / f"seen-{step}.json"
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if self.proc.poll() is not None:
+                read_result(self.out, f"it exited {self.proc.returncode} before {step}")
+                raise AssertionError(f"the scenario ended before {step}")
+            assert time.monotonic() < deadline, f"no answer to {step} within {timeout} s"
+            time.sleep(0.01)
+        answer: dict[str, Any] = json.loads(path.read_text())
+        return answer
+
+    def result(self) -> dict[str, Any]:
+        self.proc.wait(NVIM_TIMEOUT)
+        return read_result(self.out, f"rc {self.proc.returncode}: {self.stderr.read_text()!r}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def daemon_env(daemon: Daemon) -> dict[str, str]:
@@ -141,6 +197,70 @@ def test_conversation_picker_reopens_and_continues(daemon: Daemon) -> None:
     conv = daemon.call("conversations/get", {"id": new["conversation_id"]})
     assert [m["content"] for m in conv["messages"]][-2:] == ["[[reply:continued]] go on",
                                                             "continued"]  # fmt: skip
+
+
+def test_conversation_list_follows_other_clients(daemon: Daemon, tmp_path: Path) -> None:
+    """:AssistantConversations! lists the stored conversations and, from pushed
+    conversations/changed events alone, shows another client's rename, new conversation
+    and delete within 2 s each, also after its connection was lost and made again; <CR>
+    continues the conversation under the cursor."""
+    sent = daemon.call("chat/send", {"message": "[[reply:one]] the first topic"})
+    first = sent["conversation_id"]
+    turns = Turns("conversation_list.lua", daemon_env(daemon), tmp_path / "turns")
+    try:
+        turns.go("open", id=first)
+        opened = turns.seen("open")["lines"]
+        assert opened[0] == "# Conversations: 1, newest first"
+        assert opened[2].endswith(first)
+        assert "   2 msgs  [[reply:one]] the first topic  " in opened[2]
+
+        def change(step: str, method: str, params: dict[str, Any], **expect: list[str]) -> Any:
+            result = daemon.call(method, params)
+            t0 = time.monotonic()
+            turns.go(step, **expect)
+            shown = turns.seen(step)
+            assert time.monotonic() - t0 < 2.0, (step, shown)
+            return result
+
+        change("rename", "conversations/rename", {"id": first, "title": "Renamed elsewhere"},
+               present=["Renamed elsewhere"], absent=["the first topic"])  # fmt: skip
+        new = change("create", "chat/send", {"message": "[[reply:two]] a brand new topic"},
+                     present=["a brand new topic"])["conversation_id"]  # fmt: skip
+        change("delete", "conversations/delete", {"id": first}, absent=[first])
+        turns.seen("reconnect")
+        change("rename_again", "conversations/rename", {"id": new, "title": "Heard again"},
+               present=["Heard again"])  # fmt: skip
+
+        good = daemon.config_path.read_text()
+        daemon.config_path.write_text(good + "\n[broken\n")
+        turns.go("config_broken")
+        turns.seen("config_broken")
+        daemon.proc.send_signal(signal.SIGHUP)  # the same broken config read again
+        turns.go("config_again")
+        turns.seen("config_again")
+        daemon.config_path.write_text(good)
+        turns.go("config_fixed")
+        r = turns.result()
+    finally:
+        turns.close()
+    assert r["name"] == "assistant://conversations" and r["modifiable"] is False
+    lines = r["create"]["lines"]
+    assert lines[0] == "# Conversations: 2, newest first"
+    assert lines[2].endswith(new) and lines[3].endswith(first)  # newest first
+    assert "Renamed elsewhere" in lines[3]
+    assert r["delete"]["lines"][2:] == [lines[2]]
+    assert r["open_cursor"] == 3  # on the newest conversation
+    assert r["create"]["cursor"] == 4  # still on the one it was on
+    assert r["delete"]["cursor"] == 3  # that one gone: on the line that is left
+    assert r["cursor_id"] == new and r["opened"]["id"] == new
+    assert r["opened"]["windows"] == 2 and r["opened"]["list_shown"] == 1  # a split
+    assert "## Assistant\ntwo" in "\n".join(r["opened"]["lines"])
+    assert r["disconnected_header"].startswith("! not connected: connection closed")
+    warnings = [n["msg"] for n in r["notes"] if n["level"] == 3]  # vim.log.levels.WARN
+    assert r["broken_events"] >= 2  # the daemon said twice that it could not apply it
+    assert len(warnings) == 1, r["notes"]  # and the user was told once
+    assert "did not apply its changed config" in warnings[0]
+    assert r["notes"][-1]["msg"] == "assistant: the daemon applied its config again"
 
 
 def test_checkhealth_live_daemon(daemon: Daemon) -> None:
@@ -336,6 +456,7 @@ def test_help_tags(tmp_path: Path) -> None:
     tags = {line.split("\t")[0] for line in (doc / "tags").read_text().splitlines()}
     for name in ("Chat", "Ask", "Replace", "Summarize", "Conversations", "Cancel"):
         assert f":Assistant{name}" in tags
+    assert {":AssistantConversations!", "assistant-list", "assistant-events"} <= tags
     assert {"assistant-setup", "assistant-health", "assistant.txt"} <= tags
 
 

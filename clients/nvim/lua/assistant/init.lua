@@ -1,6 +1,7 @@
 -- assistant.nvim: a thin client of the assistantd daemon (see clients/nvim/README.md).
 -- Layout: rpc.lua speaks the socket protocol, chat.lua owns chat buffers, edit.lua the
--- commands that work on the text being edited, health.lua is :checkhealth assistant.
+-- commands that work on the text being edited, list.lua the live conversation list,
+-- health.lua is :checkhealth assistant.
 local M = {}
 
 M.config = {
@@ -40,8 +41,12 @@ function M.create_commands()
     require("assistant.edit").summarize(o.args)
   end, { nargs = "?", desc = "Summarize [url] or the URL under the cursor" })
   cmd("AssistantConversations", function(o)
+    if o.bang then
+      return require("assistant.list").open(o.args)
+    end
     M.conversations(o.args)
-  end, { nargs = "*", desc = "Pick a stored conversation ([query] searches) and continue it" })
+  end, { nargs = "*", bang = true,
+    desc = "Pick a stored conversation ([query] searches) and continue it; with !, a live list buffer" })
   cmd("AssistantCancel", function()
     M.cancel()
   end, { desc = "Cancel this chat buffer's request, else the newest one in flight" })
@@ -75,6 +80,50 @@ function M.val(v, default)
   return v
 end
 
+-- Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+local function days(y, m, d)
+  y = m <= 2 and y - 1 or y
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * (m > 2 and m - 3 or m + 9) + 2) / 5) + d - 1
+  return era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy - 719468
+end
+
+--- The daemon's UTC time ("2025-01-05T14:03:22.123Z") as local "YYYY-MM-DD HH:MM".
+function M.when(iso)
+  local y, mo, d, h, mi, s = tostring(M.val(iso, "")):match("^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)")
+  if not y then
+    return tostring(M.val(iso, "?"))
+  end
+  local t = days(tonumber(y), tonumber(mo), tonumber(d)) * 86400
+    + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(s)
+  return os.date("%Y-%m-%d %H:%M", t)
+end
+
+--- A conversation's title on one line.
+function M.title(c)
+  local t = M.val(c.title, "")
+  return t == "" and "(untitled)" or (t:gsub("%s+", " "))
+end
+
+local config_warned = nil -- the config_error last warned about: one warning per change
+
+--- config/changed (pushed by the daemon after each reload attempt): warn when the new
+--- config was not applied, once per distinct error, and say when one is applied again.
+function M.config_changed(p)
+  if p.config_ok == false then
+    local why = tostring(M.val(p.config_error, "unknown error"))
+    if why ~= config_warned then
+      config_warned = why
+      vim.notify("assistant: the daemon did not apply its changed config (it keeps the last good one): "
+        .. why, vim.log.levels.WARN)
+    end
+  elseif p.config_ok == true and config_warned then
+    config_warned = nil
+    vim.notify("assistant: the daemon applied its config again", vim.log.levels.INFO)
+  end
+end
+
 --- :AssistantChat [message]
 function M.chat(message)
   local chat = require("assistant.chat")
@@ -102,8 +151,7 @@ function M.conversations(query)
     vim.ui.select(res.conversations, {
       prompt = "Conversation",
       format_item = function(c)
-        local when = tostring(M.val(c.updated_at, "")):sub(1, 16):gsub("T", " ")
-        return ("%s  %s  (%d messages)"):format(when, M.val(c.title, "(untitled)"), c.message_count or 0)
+        return ("%s  %s  (%d messages)"):format(M.when(c.updated_at), M.title(c), c.message_count or 0)
       end,
     }, function(choice)
       if choice then

@@ -1,6 +1,7 @@
 -- The daemon's wire protocol over its Unix socket: newline-delimited JSON-RPC 2.0 on
 -- a vim.loop pipe. One shared connection; many requests in flight, matched by id;
--- notifications routed to their request by params.request_id. Nothing here blocks:
+-- notifications routed to their request by params.request_id, and pushed events (no
+-- request_id) to the handlers registered with M.on(method, fn). Nothing here blocks:
 -- reads are libuv callbacks, and every message is handled in the main loop through
 -- vim.schedule, so handlers may touch buffers.
 local uv = vim.uv or vim.loop
@@ -13,8 +14,9 @@ local function opts()
 end
 
 local conn = nil -- { pipe, state = "connecting"|"open", queue = {lines to send}, parts = {read chunks} }
-local pending = {} -- id -> { method, on_done, on_notify }
+local pending = {} -- id -> { method, on_done, on_notify, internal }
 local next_id = 0
+local handlers = {} -- method -> list of fn(params), for notifications without request_id
 M.UNAVAILABLE = -1 -- not a protocol code: no daemon answered, or the connection broke
 
 local function encode(v)
@@ -46,6 +48,44 @@ function M.socket_path()
   return runtime .. "/assistantd/assistantd.sock"
 end
 
+-- Call the handlers of a pushed event (or of a local "$/" one). A failing handler is
+-- reported and stops neither the others nor the connection.
+local function emit(method, params)
+  for _, fn in ipairs(vim.list_slice(handlers[method] or {})) do -- a copy: handlers may remove themselves
+    local ok, err = pcall(fn, params)
+    if not ok then
+      vim.notify(("assistant: %s handler failed: %s"):format(method, err), vim.log.levels.ERROR)
+    end
+  end
+end
+
+-- The daemon events some handler wants, sorted; local "$/..." names are never sent.
+local function events()
+  local out = {}
+  for method, fns in pairs(handlers) do
+    if #fns > 0 and not vim.startswith(method, "$/") then
+      out[#out + 1] = method
+    end
+  end
+  table.sort(out)
+  return out
+end
+
+-- A daemon/subscribe request line for the current set. `fresh`: the first message of a
+-- new connection, whose success tells "$/subscribed" handlers to catch up on what they
+-- missed. A refusal (an older daemon) only means no pushed events: nothing to report.
+local function subscription(fresh)
+  next_id = next_id + 1
+  local list = events()
+  pending[next_id] = { method = "daemon/subscribe", internal = true, on_done = function(err, res)
+    if not err and fresh then
+      emit("$/subscribed", res)
+    end
+  end }
+  local msg = { jsonrpc = "2.0", id = next_id, method = "daemon/subscribe", params = { events = list } }
+  return encode(msg) .. "\n"
+end
+
 -- Fail every request in flight (the connection is gone) and forget the connection.
 local function drop(reason)
   local c = conn
@@ -58,6 +98,9 @@ local function drop(reason)
   for id, p in pairs(failed) do
     p.on_done({ code = M.UNAVAILABLE, message = reason }, nil, id) -- a client-side code
   end
+  if c then
+    emit("$/disconnected", { reason = reason }) -- pushed events stop until the next connection
+  end
 end
 
 local function dispatch(line)
@@ -67,6 +110,12 @@ local function dispatch(line)
   end
   if msg.method then
     local params = type(msg.params) == "table" and msg.params or {}
+    if params.request_id == nil or params.request_id == vim.NIL then
+      if not vim.startswith(msg.method, "$/") then
+        emit(msg.method, params) -- a pushed event (daemon/subscribe)
+      end
+      return
+    end
     local p = pending[params.request_id]
     if p and p.on_notify then
       p.on_notify(msg.method, params)
@@ -183,6 +232,9 @@ end
 local function send(line, autostart)
   if not conn then
     conn = { state = "connecting", queue = {}, parts = {}, deadline = uv.now() + START_TIMEOUT_MS }
+    if #events() > 0 then
+      conn.queue[1] = subscription(true) -- every new connection subscribes first
+    end
     connect(conn, M.socket_path(), false, autostart ~= false and opts().autostart)
   end
   if conn.state == "open" then
@@ -220,8 +272,8 @@ end
 --- The newest request still in flight (for :AssistantCancel outside a chat buffer).
 function M.last_pending()
   local best = nil
-  for id in pairs(pending) do
-    if not best or id > best then
+  for id, p in pairs(pending) do
+    if not p.internal and (not best or id > best) then
       best = id
     end
   end
@@ -236,5 +288,46 @@ end
 function M.close()
   drop("connection closed")
 end
+
+-- Tell an open (or opening) connection when the set of wanted events changed.
+local function resubscribe(before)
+  if conn and table.concat(events(), ",") ~= before then
+    send(subscription(false))
+  end
+end
+
+--- Call fn(params) for every `method` notification that carries no request_id: the
+--- daemon's pushed events ("conversations/changed", "config/changed", "local/state").
+--- While a method has handlers the connection subscribes to it (daemon/subscribe, sent
+--- at once on a live connection and first on every new one); registering never
+--- connects. Two local events: "$/subscribed" ({events}) when a new connection's
+--- subscription is accepted (events may have been missed before it), "$/disconnected"
+--- ({reason}) when the connection breaks. Returns a function that removes the handler.
+function M.on(method, fn)
+  local before = table.concat(events(), ",")
+  handlers[method] = handlers[method] or {}
+  table.insert(handlers[method], fn)
+  resubscribe(before)
+  return function()
+    M.off(method, fn)
+  end
+end
+
+function M.off(method, fn)
+  local before = table.concat(events(), ",")
+  for i, f in ipairs(handlers[method] or {}) do
+    if f == fn then
+      table.remove(handlers[method], i)
+      break
+    end
+  end
+  resubscribe(before)
+end
+
+-- A config the daemon could not apply concerns every user of the plugin: any connection
+-- it opens hears of it.
+M.on("config/changed", function(params)
+  require("assistant").config_changed(params)
+end)
 
 return M
