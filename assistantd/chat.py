@@ -195,8 +195,11 @@ class Chat:
                 conversation_var.set(cid)
             elif dangling is not None:
                 await self.store.run(self.store.delete_message, dangling["id"])
+            conv_id: str = cid  # narrowed for the closure below
             await self.store.run(
-                lambda: self.store.add_message(cid, "user", params.message, context=context or None)
+                lambda: self.store.add_message(
+                    conv_id, "user", params.message, context=context or None
+                )
             )
             stored = True
             return await self._answer(params, ctx, turn, cid, fit)

@@ -133,6 +133,9 @@ class Daemon:
         self.providers = Providers(self.local.effective(self.config), self.local.base_url)
         self.local.bind(self.providers)
         self.bus = Bus()
+        self.local.on_state = lambda name, state: self.bus.publish(
+            "local/state", {"name": name, "state": state}
+        )
         self.ledger = Ledger(self.store, self.config)
         self.providers.on_usage = self.ledger.record
         self.usage = Usage(self.store)
@@ -332,9 +335,13 @@ class Daemon:
     async def run(self, listener: Listener) -> None:
         await self.store.aopen()
         loop = asyncio.get_running_loop()
-        self.store.on_change = lambda cid, change: loop.call_soon_threadsafe(
-            self.bus.publish, "conversations/changed", {"id": cid, "change": change}
-        )
+
+        def changed(cid: str, change: str) -> None:  # on the store's thread
+            loop.call_soon_threadsafe(
+                self.bus.publish, "conversations/changed", {"id": cid, "change": change}
+            )
+
+        self.store.on_change = changed
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)

@@ -1,0 +1,66 @@
+"""A real terminal for the shell tests and the shell benchmark: one private tmux server
+running one interactive shell, driven with ``send-keys`` and read with ``capture-pane``."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+class Tmux:
+    """One pane of a private tmux server (its own socket, no user config)."""
+
+    def __init__(self, command: list[str], *, env: dict[str, str], socket: Path,
+                 width: int = 120, height: int = 30) -> None:  # fmt: skip
+        self.base = ["tmux", "-S", str(socket), "-f", "/dev/null"]
+        env = {k: v for k, v in env.items() if k not in ("TMUX", "TMUX_PANE")}
+        self._run("new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height),
+                  shlex.join(command), env=env)  # fmt: skip
+
+    def _run(self, *args: str, env: dict[str, str] | None = None) -> str:
+        done = subprocess.run([*self.base, *args], env=env or os.environ.copy(),
+                              capture_output=True, text=True, timeout=10)  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"tmux {args[0]} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def keys(self, *keys: str) -> None:
+        """Press keys by tmux name (``M-a``, ``C-c``, ``Enter``)."""
+        self._run("send-keys", "-t", "t", *keys)
+
+    def type(self, text: str) -> None:
+        """Type text literally."""
+        self._run("send-keys", "-t", "t", "-l", text)
+
+    def screen(self) -> str:
+        return self._run("capture-pane", "-p", "-t", "t")
+
+    def lines(self) -> list[str]:
+        return [line for line in self.screen().splitlines() if line.strip()]
+
+    def last_line(self) -> str:
+        lines = self.lines()
+        return lines[-1] if lines else ""
+
+    def wait(self, check: Callable[[Tmux], bool], timeout: float = 10, what: str = "") -> None:
+        """Poll the screen until ``check`` holds; fail with the screen if it never does."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check(self):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what or check}; screen:\n{self.screen()}")
+
+    def wait_text(self, text: str, timeout: float = 10) -> None:
+        self.wait(lambda t: text in t.screen(), timeout, repr(text))
+
+    def wait_line(self, line: str, timeout: float = 10) -> None:
+        """Wait until the last non-empty line (the prompt and its command line) is ``line``."""
+        self.wait(lambda t: t.last_line() == line, timeout, f"last line {line!r}")
+
+    def close(self) -> None:
+        subprocess.run([*self.base, "kill-server"], capture_output=True, timeout=10, check=False)
