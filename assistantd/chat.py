@@ -126,6 +126,10 @@ class Chat:
     ) -> Turn:
         if conv and not model and not provider:
             model, provider = conv["model"], conv["provider"]
+        if not model and provider:  # a provider alone: the model it serves, if it names one
+            named = self.providers.get(provider)
+            if named.managed and named.models:
+                model = named.models[0]
         model = model or self.default_model()
         p = self.providers.route(model, provider)
         window = self.providers.context_window(p, model)

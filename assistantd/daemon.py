@@ -257,6 +257,7 @@ class Daemon:
             raise errors.NoApiKey(f"cannot store the key: {e}", provider=p.provider,
                                   reason="keyring_unavailable") from None  # fmt: skip
         self.providers.forget_keys(p.provider)
+        await self.local.refresh_keys()  # the no-key default may switch now
         return KeySetResult(provider=p.provider, source="keyring")
 
     async def keys_delete(self, p: ProviderParam, ctx: RequestContext) -> KeyDeleteResult:
@@ -267,6 +268,7 @@ class Daemon:
             raise errors.NoApiKey(f"cannot delete the key: {e}", provider=p.provider,
                                   reason="keyring_unavailable") from None  # fmt: skip
         self.providers.forget_keys(p.provider)
+        await self.local.refresh_keys()
         return KeyDeleteResult(provider=p.provider, deleted=deleted)
 
     async def keys_list(self, p: NoParams, ctx: RequestContext) -> KeyListResult:
@@ -309,6 +311,9 @@ class Daemon:
             cached = self._models_cache.get(prov.name)
             if cached and time.monotonic() - cached[0] < 60:
                 models.extend(cached[1])
+                return
+            if prov.managed:  # listing must not start a server: it serves its alias
+                models.append(ModelInfo(id=self.local.servers[prov.name].model, provider=prov.name))
                 return
             try:
                 client = await self.providers.client(prov)

