@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import secrets as pysecrets
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -134,3 +137,47 @@ def test_unknown_provider_key(daemon: Daemon) -> None:
     with pytest.raises(RpcError) as e:
         daemon.call("keys/set", {"provider": "nope", "key": "sk-123456789"})
     assert e.value.code == -32004
+
+
+def test_locked_keyring(make_daemon: Any, keyed_upstream: tuple[Upstream, str], tmp_path: Any) -> None:
+    """With the keyring's collection locked (no prompt can unlock it), keys/set says so
+    within seconds, the daemon keeps serving, and chats use the env var."""
+    up, key = keyed_upstream
+    kr = tmp_path / "kr"
+    # First session: a login keyring created with a password, written to disk.
+    create = (
+        'unset GNOME_KEYRING_CONTROL; export XDG_DATA_HOME="$0"; '
+        'eval "$(printf pw | gnome-keyring-daemon --unlock --components=secrets 2>/dev/null)"; '
+        f"{sys.executable} -c 'import keyring; keyring.set_password(\"probe\", \"p\", \"x\")'"
+    )
+    subprocess.run(["dbus-run-session", "--", "bash", "-c", create, str(kr)], check=True,
+                   capture_output=True, timeout=60)  # fmt: skip
+    assert (kr / "keyrings" / "login.keyring").exists()
+    # Second session: the same keyring started without its password, so it stays locked.
+    locked = (
+        'unset GNOME_KEYRING_CONTROL; export XDG_DATA_HOME="$KR_HOME"; '
+        'eval "$(gnome-keyring-daemon --start --components=secrets 2>/dev/null)"; '
+        'export XDG_DATA_HOME="$REAL_DATA"; exec "$@"'
+    )
+    env = {"FAKE_API_KEY": key, "KR_HOME": str(kr), "REAL_DATA": os.environ["XDG_DATA_HOME"]}
+    d: Daemon = make_daemon(fake_provider_config(up, needs_key=True), env=env, wait=False)
+    d.proc.kill()  # replaced by a daemon inside the locked session
+    d.proc.wait()
+    d.proc = subprocess.Popen(
+        ["dbus-run-session", "--", "bash", "-c", locked, "bash", sys.executable, "-m",
+         "assistantd", "--quiet"],
+        env=d.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        d.wait_ready()
+        t0 = time.monotonic()
+        with pytest.raises(RpcError) as e:
+            d.call("keys/set", {"provider": "fake", "key": "sk-locked-0123456789"})
+        assert e.value.code == -32001 and e.value.data["reason"] == "keyring_unavailable"
+        assert "KeyringLocked" in e.value.message
+        assert time.monotonic() - t0 < 10
+        assert d.call("chat/send", {"message": "locked"})["text"] == "You said: locked"
+        assert "KeyringLocked" in d.call("keys/list")["keyring_error"]
+    finally:
+        os.killpg(d.proc.pid, signal.SIGTERM)
