@@ -1,0 +1,176 @@
+"""The benchmark suite: ``python bench/run.py [--quick] [--json bench/results/bench.json]``.
+
+Prints one table and writes the raw figures as JSON. Every figure sits next to a
+baseline measured in the same run against the same loopback upstream
+(``tests/upstream.py``, run in its own process so it never shares the GIL with the
+client being measured), and the ratio between them. Targets are reported, not asserted.
+
+Everything runs in throwaway XDG folders; nothing touches the user's own daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+import measure  # noqa: E402
+import storebench  # noqa: E402
+from procs import DaemonProc, Row, UpstreamProc  # noqa: E402
+
+KEY_VARS = ("OPENAI_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY", "XAI_API_KEY", "PLAMO_API_KEY")
+
+
+def isolate(base: Path) -> dict[str, str]:
+    """Point this process (and its children) at fresh XDG folders under ``base``."""
+    for var, sub in (("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"),
+                     ("XDG_CACHE_HOME", "cache"), ("XDG_STATE_HOME", "state"),
+                     ("XDG_RUNTIME_DIR", "run")):  # fmt: skip
+        (base / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.environ[var] = str(base / sub)
+    for var in ("ASSISTANTD_SOCKET", "ASSISTANTD_CONFIG", "LISTEN_FDS", "LISTEN_PID", *KEY_VARS):
+        os.environ.pop(var, None)
+    return dict(os.environ)
+
+
+def machine() -> dict[str, Any]:
+    mem_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kib = int(line.split()[1])
+    cpu = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return {
+        "nproc": os.cpu_count(), "memory_gib": round(mem_kib / 1024**2, 1), "cpu": cpu,
+        "python": platform.python_version(), "uname": " ".join(platform.uname()),
+        "sqlite": __import__("sqlite3").sqlite_version, "loadavg": os.getloadavg(),
+        "openai": __import__("importlib.metadata").metadata.version("openai"),
+    }  # fmt: skip
+
+
+def fmt(v: float | None, unit: str) -> str:
+    if v is None:
+        return "-"
+    if unit == "ms":
+        return f"{v:.2f} ms" if v < 10 else f"{v:.1f} ms" if v < 100 else f"{v:.0f} ms"
+    if unit in ("MB", "MiB"):
+        return f"{v:.1f} {unit}"
+    if unit == "µs":
+        return f"{v:.1f} µs"
+    if unit == "/s":
+        return f"{v:,.0f}/s"
+    return f"{v:g} {unit}".strip()
+
+
+def table(rows: list[Row]) -> list[list[str]]:
+    out = [["section", "measurement", "value", "baseline", "ratio", "target"]]
+    for r in rows:
+        base = f"{fmt(r.baseline, r.unit)} ({r.baseline_name})" if r.baseline_name else "-"
+        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
+        target = r.target + (" ✔" if r.met else " ✘") if r.target else ""
+        out.append([r.section, r.name, fmt(r.value, r.unit), base, ratio, target])
+    return out
+
+
+def print_table(rows: list[Row]) -> None:
+    cells = table(rows)
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
+    for n, c in enumerate(cells):
+        print("  ".join(x.ljust(w) for x, w in zip(c, widths, strict=True)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def markdown(rows: list[Row], info: dict[str, Any], command: str) -> str:
+    cells = table(rows)
+    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
+    lines += ["| " + " | ".join(c) + " |" for c in cells[1:]]
+    m = info
+    head = [f"- {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB memory",
+            f"- Python {m['python']}, SQLite {m['sqlite']}, openai {m['openai']}",
+            f"- `{m['uname']}`", f"- command: `{command}`"]  # fmt: skip
+    return "\n".join([*head, "", *lines, ""])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, a 10k/100k store")
+    ap.add_argument(
+        "--json",
+        default=str(ROOT / "bench" / "results" / "bench.json"),
+        help="where to write the figures (default: bench/results/bench.json)",
+    )
+    ap.add_argument("--markdown", help="also write the table as Markdown here")
+    ap.add_argument("--only", help="comma-separated sections: cold,relay,concurrency,store,"
+                                   "startup,cli")  # fmt: skip
+    args = ap.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else None
+    q = args.quick
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    base = Path(tempfile.mkdtemp(prefix="adb-", dir="/tmp"))
+    env = isolate(base)
+    rows: list[Row] = []
+    raw: dict[str, Any] = {}
+    upstream = UpstreamProc(ROOT, env)
+    try:
+        daemon = DaemonProc(env, upstream.base_url)
+        try:
+            sections: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+                ("cold", lambda: measure.bench_cold(rows, daemon, upstream, runs=5 if q else 20)),
+                ("relay", lambda: measure.bench_relay(rows, daemon, upstream, runs=3 if q else 10)),
+                ("concurrency", lambda: measure.bench_concurrency(
+                    rows, daemon, upstream, levels=(1, 10, 100), chunks=500)),
+                ("store", lambda: storebench.bench_store(
+                    rows, base, env, upstream, daemon,
+                    conversations=10_000 if q else 100_000, per_conversation=10,
+                    runs=10 if q else 30)),
+                ("startup", lambda: measure.bench_startup(rows, base, env, upstream,
+                                                          runs=3 if q else 10)),
+                ("cli", lambda: measure.bench_cli(rows, daemon, runs=5 if q else 20)),
+            ]  # fmt: skip
+            for name, run in sections:
+                if only and name not in only:
+                    continue
+                t = time.monotonic()
+                print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+                raw[name] = run()
+                raw[name]["seconds"] = round(time.monotonic() - t, 1)
+        finally:
+            daemon.stop()
+    finally:
+        upstream.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    info = machine() | {"loadavg_before": load_before}
+    command = "python bench/run.py" + (" --quick" if q else "")
+    print()
+    print_table(rows)
+    elapsed = time.monotonic() - started
+    print(f"\n{info['nproc']} cores, {info['memory_gib']} GiB, Python {info['python']}; "
+          f"{elapsed:.0f} s in all")  # fmt: skip
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"machine": info, "quick": q, "seconds": round(elapsed, 1), "command": command,
+           "rows": [r.as_json() for r in rows], "raw": raw}  # fmt: skip
+    out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(rows, info, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

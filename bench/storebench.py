@@ -1,0 +1,181 @@
+"""The conversation store at scale: a database of N conversations of M messages each,
+written straight through ``assistantd.store.Store`` (a set-up, not a measurement), then
+listed, read, searched and appended to through a running daemon."""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from itertools import accumulate
+from pathlib import Path
+from typing import Any
+
+from measure import ViaDaemon
+from procs import DaemonProc, Row, UpstreamProc, median
+
+RARE = "zebrafinch"  # in one conversation of 1,000
+ABSENT = "qqqnowhere"
+
+
+def _vocabulary(rng: random.Random, n: int) -> tuple[list[str], list[float]]:
+    """Pseudo-words with Zipf-like frequencies (word i has weight 1/(i+1))."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = list(dict.fromkeys("".join(rng.choices(letters, k=rng.randint(3, 9)))
+                               for _ in range(n * 2)))[:n]  # fmt: skip
+    return words, list(accumulate(1 / (i + 1) for i in range(n)))
+
+
+def populate(path: Path, conversations: int, per: int, seed: int = 42) -> dict[str, Any]:
+    """Fill a fresh store; returns the words to search for and a sample of ids."""
+    from assistantd.store import Store
+
+    t0 = time.perf_counter()
+    store = Store(path)
+    store.open()
+    db = store.db
+    rng = random.Random(seed)
+    vocab, cum = _vocabulary(rng, 20_000)
+    start = datetime.now(UTC) - timedelta(minutes=conversations)
+    sample: list[str] = []
+
+    def ts(t: datetime) -> str:
+        return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    db.execute("BEGIN")
+    convs, msgs, search = [], [], []
+    for k in range(conversations):
+        t = start + timedelta(minutes=k)
+        cid = f"c{int(t.timestamp() * 1000):011x}{rng.getrandbits(32):08x}"
+        title = " ".join(rng.choices(vocab, cum_weights=cum, k=6))
+        updated = ts(t + timedelta(seconds=per))
+        convs.append((cid, title, "fake-echo", "fake", None, None, ts(t), updated))
+        search.append((cid, title))
+        if k % 97 == 0 and len(sample) < 1000:
+            sample.append(cid)
+        for j in range(per):
+            words = rng.choices(vocab, cum_weights=cum, k=rng.randint(10, 50))
+            if j == 0 and k % 1000 == 0:
+                words.append(RARE)
+            text = " ".join(words)
+            mid = f"m{int(t.timestamp() * 1000) + j:011x}{rng.getrandbits(32):08x}"
+            n, at = len(words), ts(t + timedelta(seconds=j))
+            if j % 2 == 0:
+                msgs.append((mid, cid, j + 1, "user", text, "complete", "fake-echo", "fake",
+                             None, None, None, None, n, at))  # fmt: skip
+            else:
+                msgs.append((mid, cid, j + 1, "assistant", text, "complete", "fake-echo", "fake",
+                             "stop", 100, n, 100 + n, n, at))  # fmt: skip
+            search.append((cid, text))
+        if len(msgs) >= 20_000 or k == conversations - 1:
+            db.executemany("INSERT INTO conversations(id, title, model, provider, system, source,"
+                           " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)", convs)  # fmt: skip
+            db.executemany("INSERT INTO messages(id, conversation_id, seq, role, content, status,"
+                           " model, provider, finish_reason, prompt_tokens, completion_tokens,"
+                           " total_tokens, tokens, created_at)"
+                           " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", msgs)  # fmt: skip
+            db.executemany("INSERT INTO search(conversation_id, text) VALUES (?, ?)", search)
+            convs, msgs, search = [], [], []
+    db.execute("COMMIT")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    return {"common": vocab[0], "mid": vocab[200], "sample": sample,
+            "seconds": time.perf_counter() - t0}  # fmt: skip
+
+
+def _timed(fn: Any, runs: int, budget_s: float = 4.0) -> list[float]:
+    """Milliseconds per call: ``runs`` calls, or as many (at least 5) as fit the budget."""
+    out: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(out) < runs and (len(out) < 5 or time.perf_counter() < deadline):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def bench_store(rows: list[Row], base: Path, env: dict[str, str], up: UpstreamProc,
+                main: DaemonProc, conversations: int, per_conversation: int,
+                runs: int) -> dict[str, Any]:  # fmt: skip
+    """list, get, search and append at ``conversations`` x ``per_conversation`` messages."""
+    from assistantd.store import Store
+
+    home = base / "storedata"
+    db_path = home / "assistantd" / "conversations.sqlite3"
+    info = populate(db_path, conversations, per_conversation)
+    size_mb = db_path.stat().st_size / 1e6
+    d = DaemonProc(env, up.base_url, name="store", data_home=home)
+    direct = Store(db_path)
+    direct.open()
+    res: dict[str, list[float]] = {}
+    try:
+        c = d.client()
+        call = c.call
+        rng = random.Random(7)
+        sample = info["sample"]
+        queries = {"common": info["common"], "mid": info["mid"], "rare": RARE, "absent": ABSENT}
+        call("conversations/list", {"limit": 50})  # warm the page cache once
+        res["status"] = _timed(lambda: call("daemon/status"), runs)
+        res["list"] = _timed(lambda: call("conversations/list", {"limit": 50}), runs)
+        res["list_sql"] = _timed(lambda: direct.list_conversations(50, 0, None), runs)
+        deep = conversations // 2
+        res["list_deep"] = _timed(lambda: call("conversations/list", {"limit": 50, "offset": deep}),
+                                  runs)  # fmt: skip
+        res["get"] = _timed(lambda: call("conversations/get", {"id": rng.choice(sample)}), runs)
+        res["get_sql"] = _timed(lambda: direct.messages(rng.choice(sample)), runs)
+        hits = {}
+        for name, q in queries.items():
+            res[f"search_{name}"] = _timed(
+                lambda q=q: call("conversations/list", {"limit": 50, "query": q}), runs
+            )
+            res[f"search_{name}_sql"] = _timed(
+                lambda q=q: direct.list_conversations(50, 0, q), runs
+            )
+            hits[name] = call("conversations/list", {"limit": 1, "query": q})["total"]
+        target = sample[0]
+        res["append_sql"] = _timed(lambda: direct.add_message(target, "user", "one more line"),
+                                   runs)  # fmt: skip
+        big, small = ViaDaemon(d), ViaDaemon(main)
+
+        def send(v: ViaDaemon, cid: str | None) -> str:
+            params = {"message": "[[reply:ok]] next", "conversation_id": cid}
+            return str(v.client.call("chat/send", params)["conversation_id"])
+
+        # The baseline's conversations have 10 messages too, on the (small) main store.
+        few = [send(small, None) for _ in range(10)]
+        for _ in range(per_conversation // 2 - 1):
+            for cid in few:
+                send(small, cid)
+        res["send_big"] = _timed(lambda: send(big, rng.choice(sample)), runs)
+        res["send_small"] = _timed(lambda: send(small, rng.choice(few)), runs)
+        c.close()
+    finally:
+        direct.close()
+        d.stop()
+    m = {k: median(v) for k, v in res.items()}
+    wal = db_path.with_name(db_path.name + "-wal")
+    total_mb = (db_path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)) / 1e6
+    n_msgs = conversations * per_conversation
+    s = f"4 store {conversations // 1000}k/{n_msgs // 1000}k"
+    sql = "same SQL in-process"
+    rows += [
+        Row(s, "conversations/list (newest 50)", m["list"], "ms", m["list_sql"], sql,
+            "< 50 ms", m["list"] < 50),
+        Row(s, f"conversations/list offset {deep:,}", m["list_deep"], "ms", m["status"],
+            "daemon/status"),
+        Row(s, "conversations/get (10 messages)", m["get"], "ms", m["get_sql"], sql),
+    ]  # fmt: skip
+    for name in queries:
+        rows.append(Row(s, f"search '{name}' ({hits[name]:,} conversations match)",
+                        m[f"search_{name}"], "ms", m[f"search_{name}_sql"], sql, "< 50 ms",
+                        m[f"search_{name}"] < 50))  # fmt: skip
+    rows += [
+        Row(s, "append: Store.add_message", m["append_sql"], "ms", m["status"],
+            "daemon/status"),
+        Row(s, "chat/send to a stored conversation", m["send_big"], "ms", m["send_small"],
+            "same on a near-empty store"),
+        Row(s, "database size", total_mb, "MB", size_mb, "right after the set-up"),
+    ]  # fmt: skip
+    return {"median_ms": m, "samples_ms": res, "hits": hits, "size_mb": total_mb,
+            "populate_s": info["seconds"], "conversations": conversations,
+            "messages": n_msgs, "ready_s": d.ready_s}  # fmt: skip

@@ -1,0 +1,1 @@
+"""Reliability suite: crashes, provider faults, hostile input, resource limits, secrets."""
