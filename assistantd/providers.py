@@ -175,8 +175,8 @@ class Providers:
             log.warning("%s; falling back to environment variables", e)
         if found[0] is None and (value := secrets.env_key(p.key_env)):
             found = (value, "env")
-        if found[0] is not None:
-            self._keys[p.name] = found
+        if found[0] is not None or not p.needs_key:
+            self._keys[p.name] = found  # keyless servers too: no keyring call per request
         return found
 
     async def client(self, p: Provider) -> openai.AsyncOpenAI:
@@ -287,6 +287,9 @@ class Providers:
         )
         try:
             async for chunk in stream:
+                # Chunks already buffered never suspend: yield once per chunk so that many
+                # streams share the loop and new requests start promptly.
+                await asyncio.sleep(0)
                 if chunk.usage is not None:
                     out.usage = _usage(chunk.usage)
                 if not chunk.choices:

@@ -150,6 +150,13 @@ class Session:
     async def handle(self, raw: bytes) -> None:
         """Handle one framed message (a request, a notification or a batch)."""
         try:
+            await self._handle(raw)
+        except Exception:  # a bug outside any handler: answer it, keep the connection
+            log.exception("bug while handling a message")
+            await self._reply(_error(None, errors.InternalError("internal error; see the log")))
+
+    async def _handle(self, raw: bytes) -> None:
+        try:
             msg = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as e:  # too deep is unparseable too
             await self._reply(_error(None, errors.ParseError(f"parse error: {e}")))
