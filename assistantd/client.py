@@ -47,11 +47,12 @@ def start_daemon(path: Path, timeout: float = 15.0) -> None:
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect(str(path))
-            return
-        except OSError:
-            pass
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+                return
+            except OSError:
+                pass
         if proc.poll() is not None:
             err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
             if "another assistantd" in err:
