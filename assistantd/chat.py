@@ -172,8 +172,9 @@ class Chat:
             budget = turn.window - turn.reserve
             strategy = params.compact or self.providers.config.compact
             if strategy == "summarize" and cid and history:
-                summary, history = await self._compact(turn, cid, system_text, summary, history,
-                                                       new_msg, budget)  # fmt: skip
+                summary, history = await self._compact(
+                    turn, cid, system_text, summary, history, new_msg, budget
+                )
             system = summary_system(system_text, summary["content"] if summary else None)
             try:
                 fit = tokens.fit(system, [render(m) for m in history] + [new_msg], budget)
@@ -228,10 +229,12 @@ class Chat:
         if cid is None:
             cid = await self.store.run(
                 lambda: self.store.create_conversation(
-                    title=title_from(params.message), model=turn.model,
-                    provider=turn.provider.name, system=params.system,
+                    title=title_from(params.message),
+                    model=turn.model,
+                    provider=turn.provider.name,
+                    system=params.system,
                 )
-            )  # fmt: skip
+            )
         if not stored:
             context = [a.model_dump() for a in params.context or []] or None
             await self.store.run(
@@ -240,9 +243,15 @@ class Chat:
         return cid
 
     async def _compact(
-        self, turn: Turn, cid: str, system_text: str | None, summary: dict[str, Any] | None,
-        history: list[dict[str, Any]], new_msg: dict[str, Any], budget: int,
-    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:  # fmt: skip
+        self,
+        turn: Turn,
+        cid: str,
+        system_text: str | None,
+        summary: dict[str, Any] | None,
+        history: list[dict[str, Any]],
+        new_msg: dict[str, Any],
+        budget: int,
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """Fold the oldest turns into the stored summary once the conversation passes the
         threshold; on failure, leave them to trimming and say so."""
         rendered = [render(m) for m in history]
@@ -257,13 +266,15 @@ class Chat:
             return summary, history
         try:
             text = await compaction.compact(
-                self.providers, turn.provider, turn.model, turn.window,
-                summary["content"] if summary else None, rendered[:n],
-            )  # fmt: skip
-        except (errors.RpcError, ContextExceeded, StreamBroken) as e:
-            turn.warnings.append(
-                f"compaction failed ({e}); the oldest turns were left out instead"
+                self.providers,
+                turn.provider,
+                turn.model,
+                turn.window,
+                summary["content"] if summary else None,
+                rendered[:n],
             )
+        except (errors.RpcError, ContextExceeded, StreamBroken) as e:
+            turn.warnings.append(f"compaction failed ({e}); the oldest turns were left out instead")
             return summary, history
         upto = history[n - 1]["seq"]
         await self.store.run(self.store.add_compaction, cid, upto, text)
@@ -405,4 +416,3 @@ class Chat:
             cost=self.ledger.cost(turn.provider, turn.model, out.usage),
             warnings=warnings,
         )
-

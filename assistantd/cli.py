@@ -4,6 +4,7 @@ socket (argparse, json, socket), so it starts in tens of milliseconds."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -29,7 +30,9 @@ class Ctl:
         return self._client
 
     def call(self, method: str, params: dict[str, Any] | None = None, **kw: Any) -> Any:
-        return self.client.call(method, {k: v for k, v in (params or {}).items() if v is not None}, **kw)
+        return self.client.call(
+            method, {k: v for k, v in (params or {}).items() if v is not None}, **kw
+        )
 
     def out(self, value: Any, human: Callable[[Any], None]) -> None:
         if self.args.json:
@@ -49,16 +52,27 @@ def _print_logprobs(entries: list[dict[str, Any]]) -> None:
             print(f"  {math.exp(t['logprob']):7.5f} {t['token']!r}")
 
 
-def chat_once(ctl: Ctl, message: str, conversation_id: str | None, context: list[dict[str, str]],
-              first: bool = True) -> dict[str, Any] | None:  # fmt: skip
+def chat_once(
+    ctl: Ctl,
+    message: str,
+    conversation_id: str | None,
+    context: list[dict[str, str]],
+    first: bool = True,
+) -> dict[str, Any] | None:
     a = ctl.args
     streaming = not a.no_stream and not a.json
     params = {
-        "message": message, "conversation_id": conversation_id, "model": a.model,
-        "provider": a.provider, "system": a.system if first else None, "temperature": a.temperature,
-        "max_tokens": a.max_tokens, "context": context or None, "stream": not a.no_stream,
+        "message": message,
+        "conversation_id": conversation_id,
+        "model": a.model,
+        "provider": a.provider,
+        "system": a.system if first else None,
+        "temperature": a.temperature,
+        "max_tokens": a.max_tokens,
+        "context": context or None,
+        "stream": not a.no_stream,
         "top_logprobs": a.logprobs,
-    }  # fmt: skip
+    }
 
     def on_delta(method: str, p: dict[str, Any]) -> None:
         if method == "chat/delta" and streaming:
@@ -80,9 +94,11 @@ def chat_once(ctl: Ctl, message: str, conversation_id: str | None, context: list
         _print_logprobs(result["logprobs"])
     if a.verbose and result.get("usage"):
         u = result["usage"]
-        print(f"[{result['model']} via {result['provider']}: {u['prompt_tokens']} prompt + "
-              f"{u['completion_tokens']} completion tokens; trimmed {result['trimmed']}]",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"[{result['model']} via {result['provider']}: {u['prompt_tokens']} prompt + "
+            f"{u['completion_tokens']} completion tokens; trimmed {result['trimmed']}]",
+            file=sys.stderr,
+        )
     return dict(result)
 
 
@@ -111,10 +127,8 @@ def cmd_chat(ctl: Ctl) -> int:
 
 def repl(ctl: Ctl, cid: str | None) -> int:
     """An interactive chat: Ctrl-C cancels the answer, not the session; /quit leaves."""
-    try:
+    with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (line editing and history for input())
-    except ImportError:
-        pass
     print("assistantctl chat: /quit or Ctrl-D to leave, Ctrl-C cancels an answer", file=sys.stderr)
     first = cid is None
     while True:
@@ -150,8 +164,12 @@ def cmd_summarize(ctl: Ctl) -> int:
     """Summarize a URL, or stdin for ``-``; the summary streams to stdout, and a progress
     line ("map 3/12") goes to stderr while that is a terminal."""
     a = ctl.args
-    params: dict[str, Any] = {"model": a.model, "provider": a.provider,
-                              "instructions": a.instructions, "stream": not a.json}  # fmt: skip
+    params: dict[str, Any] = {
+        "model": a.model,
+        "provider": a.provider,
+        "instructions": a.instructions,
+        "stream": not a.json,
+    }
     if a.source == "-":
         params["text"] = sys.stdin.read()
         if not params["text"].strip():
@@ -195,8 +213,9 @@ def cmd_summarize(ctl: Ctl) -> int:
     sys.stdout.flush()
     if tty and result.get("conversation_id"):
         cid = result["conversation_id"]
-        print(f"[{result['chunks']} part(s); follow up: assistantctl chat -c {cid}]",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"[{result['chunks']} part(s); follow up: assistantctl chat -c {cid}]", file=sys.stderr
+        )
     return 0
 
 
@@ -212,11 +231,14 @@ def _table(rows: list[list[str]], head: list[str]) -> None:
 def cmd_daemon(ctl: Ctl) -> int:
     a = ctl.args
     if a.action == "status":
-        s = ctl.call("daemon/status")
-        ctl.out(s, lambda s: print(
-            f"assistantd {s['version']} (pid {s['pid']}) up {s['uptime_s']:.0f} s on {s['socket']}\n"
-            f"config: {s['config_path']} ({'ok' if s['config_ok'] else 'ERROR: ' + str(s['config_error'])})\n"
-            f"default model: {s['default_model']}; requests in flight: {s['active_requests']}"))  # fmt: skip
+
+        def show(s: dict[str, Any]) -> None:
+            state = "ok" if s["config_ok"] else f"ERROR: {s['config_error']}"
+            print(f"assistantd {s['version']} (pid {s['pid']}) up {s['uptime_s']:.0f} s")
+            print(f"socket: {s['socket']}\nconfig: {s['config_path']} ({state})")
+            print(f"default model: {s['default_model']}; in flight: {s['active_requests']}")
+
+        ctl.out(ctl.call("daemon/status"), show)
         return 0
     if a.action in ("stop", "restart"):
         try:
@@ -266,13 +288,25 @@ def cmd_keys(ctl: Ctl) -> int:
         ctl.out(r, lambda r: print(f"stored the key for {r['provider']} in the OS keyring"))
     elif a.action == "delete":
         r = ctl.call("keys/delete", {"provider": a.provider})
-        ctl.out(r, lambda r: print(f"{r['provider']}: {'deleted' if r['deleted'] else 'no key stored'}"))
+        ctl.out(
+            r, lambda r: print(f"{r['provider']}: {'deleted' if r['deleted'] else 'no key stored'}")
+        )
     else:
         r = ctl.call("keys/list")
 
         def show(r: dict[str, Any]) -> None:
-            _table([[k["provider"], k["source"], k["env_var"] or "", ("…" + k["hint"]) if k["hint"] else ""]
-                    for k in r["keys"]], ["PROVIDER", "SOURCE", "ENV", "HINT"])  # fmt: skip
+            _table(
+                [
+                    [
+                        k["provider"],
+                        k["source"],
+                        k["env_var"] or "",
+                        ("…" + k["hint"]) if k["hint"] else "",
+                    ]
+                    for k in r["keys"]
+                ],
+                ["PROVIDER", "SOURCE", "ENV", "HINT"],
+            )
             if r.get("keyring_error"):
                 print(f"note: {r['keyring_error']}", file=sys.stderr)
 
@@ -282,9 +316,23 @@ def cmd_keys(ctl: Ctl) -> int:
 
 def cmd_providers(ctl: Ctl) -> int:
     r = ctl.call("providers/list")
-    ctl.out(r, lambda r: _table(
-        [[p["name"], p["kind"], p["base_url"], ",".join(p["models"]), p["key_source"], p["state"]]
-         for p in r["providers"]], ["NAME", "KIND", "BASE URL", "MODELS", "KEY", "STATE"]))  # fmt: skip
+    ctl.out(
+        r,
+        lambda r: _table(
+            [
+                [
+                    p["name"],
+                    p["kind"],
+                    p["base_url"],
+                    ",".join(p["models"]),
+                    p["key_source"],
+                    p["state"],
+                ]
+                for p in r["providers"]
+            ],
+            ["NAME", "KIND", "BASE URL", "MODELS", "KEY", "STATE"],
+        ),
+    )
     return 0
 
 
@@ -305,12 +353,26 @@ def cmd_conversations(ctl: Ctl) -> int:
     act = a.action
     if act in ("list", "search"):
         r = ctl.call("conversations/list", {"limit": a.limit, "query": a.query})
-        ctl.out(r, lambda r: _table(
-            [[c["id"], c["updated_at"][:16].replace("T", " "), str(c["message_count"]), c["model"] or "",
-              c["title"]] for c in r["conversations"]],
-            ["ID", "UPDATED", "MSGS", "MODEL", "TITLE"]))  # fmt: skip
+        ctl.out(
+            r,
+            lambda r: _table(
+                [
+                    [
+                        c["id"],
+                        c["updated_at"][:16].replace("T", " "),
+                        str(c["message_count"]),
+                        c["model"] or "",
+                        c["title"],
+                    ]
+                    for c in r["conversations"]
+                ],
+                ["ID", "UPDATED", "MSGS", "MODEL", "TITLE"],
+            ),
+        )
     elif act == "show":
-        r = ctl.call("conversations/export", {"id": a.id, "format": "json" if a.json else "markdown"})
+        r = ctl.call(
+            "conversations/export", {"id": a.id, "format": "json" if a.json else "markdown"}
+        )
         print(r["content"])
     elif act == "export":
         r = ctl.call("conversations/export", {"id": a.id, "format": a.format})
@@ -331,10 +393,24 @@ def cmd_local(ctl: Ctl) -> int:
     a = ctl.args
     if a.action == "list":
         r = ctl.call("local/list")
-        ctl.out(r, lambda r: _table(
-            [[x["name"], x["kind"], "managed" if x["managed"] else "probed", x["state"],
-              x["model"] or "", x["base_url"], x.get("error") or ""] for x in r["servers"]],
-            ["NAME", "KIND", "HOW", "STATE", "MODEL", "BASE URL", "NOTE"]))  # fmt: skip
+        ctl.out(
+            r,
+            lambda r: _table(
+                [
+                    [
+                        x["name"],
+                        x["kind"],
+                        "managed" if x["managed"] else "probed",
+                        x["state"],
+                        x["model"] or "",
+                        x["base_url"],
+                        x.get("error") or "",
+                    ]
+                    for x in r["servers"]
+                ],
+                ["NAME", "KIND", "HOW", "STATE", "MODEL", "BASE URL", "NOTE"],
+            ),
+        )
         return 0
     if not a.name:
         print(f"assistantctl: local {a.action} needs a NAME", file=sys.stderr)
@@ -350,8 +426,12 @@ def cmd_local(ctl: Ctl) -> int:
         if isinstance(e.data, dict) and e.data.get("log_tail"):
             print(f"--- the end of its log:\n{e.data['log_tail']}", file=sys.stderr)
         return EXIT_ERROR
-    ctl.out(r, lambda r: print(f"{r['name']}: {r['state']}"
-                               + (f" at {r['base_url']}" if r["base_url"] else "")))  # fmt: skip
+    ctl.out(
+        r,
+        lambda r: print(
+            f"{r['name']}: {r['state']}" + (f" at {r['base_url']}" if r["base_url"] else "")
+        ),
+    )
     return 0
 
 
@@ -363,15 +443,33 @@ def cmd_usage(ctl: Ctl) -> int:
         if row["cost"] is None:
             return "unknown"
         text = f"${row['cost']:.4f}"
-        return text + (f" (+{row['unpriced_requests']} unpriced)" if row["unpriced_requests"] else "")
+        return text + (
+            f" (+{row['unpriced_requests']} unpriced)" if row["unpriced_requests"] else ""
+        )
 
     def show(r: dict[str, Any]) -> None:
-        rows = [[(x["title"] or x["key"]) if a.group_by == "conversation" else str(x["key"]),
-                 str(x["requests"]), str(x["prompt_tokens"]), str(x["completion_tokens"]),
-                 str(x["cached_tokens"]), money(x)] for x in r["rows"]]  # fmt: skip
+        rows = [
+            [
+                (x["title"] or x["key"]) if a.group_by == "conversation" else str(x["key"]),
+                str(x["requests"]),
+                str(x["prompt_tokens"]),
+                str(x["completion_tokens"]),
+                str(x["cached_tokens"]),
+                money(x),
+            ]
+            for x in r["rows"]
+        ]
         t = r["total"]
-        rows.append(["TOTAL", str(t["requests"]), str(t["prompt_tokens"]),
-                     str(t["completion_tokens"]), str(t["cached_tokens"]), money(t)])  # fmt: skip
+        rows.append(
+            [
+                "TOTAL",
+                str(t["requests"]),
+                str(t["prompt_tokens"]),
+                str(t["completion_tokens"]),
+                str(t["cached_tokens"]),
+                money(t),
+            ]
+        )
         _table(rows, [a.group_by.upper(), "REQUESTS", "PROMPT", "COMPLETION", "CACHED", "COST"])
         print(f"(prices as of {r['prices_as_of']}; override them in the config)", file=sys.stderr)
 
@@ -385,10 +483,12 @@ def _report(e: RpcError) -> None:
 
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print the result as JSON")  # fmt: skip
-    p = argparse.ArgumentParser(prog="assistantctl", parents=[common],
-                                description="Talk to the assistantd daemon.")  # fmt: skip
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the result as JSON"
+    )
+    p = argparse.ArgumentParser(
+        prog="assistantctl", parents=[common], description="Talk to the assistantd daemon."
+    )
     p.add_argument("--socket", help="socket path (default: the contract's rule)")
     p.add_argument("--no-autostart", action="store_true", help="do not start the daemon")
     sub = p.add_subparsers(dest="command", required=True)
@@ -425,19 +525,27 @@ def parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_keys)
 
     u = sub.add_parser("usage", parents=[common], help="tokens and cost across every client")
-    u.add_argument("--group-by", choices=["day", "provider", "model", "conversation"], default="day")
+    u.add_argument(
+        "--group-by", choices=["day", "provider", "model", "conversation"], default="day"
+    )
     u.add_argument("--since", help="RFC 3339 time or date (inclusive)")
     u.add_argument("--until", help="RFC 3339 time or date (exclusive)")
     u.set_defaults(func=cmd_usage)
 
-    sub.add_parser("providers", parents=[common], help="list providers").set_defaults(func=cmd_providers)
+    sub.add_parser("providers", parents=[common], help="list providers").set_defaults(
+        func=cmd_providers
+    )
     m = sub.add_parser("models", parents=[common], help="list models")
     m.add_argument("-p", "--provider")
     m.set_defaults(func=cmd_models)
 
     v = sub.add_parser("conversations", aliases=["conv"], parents=[common], help="stored chats")
-    v.add_argument("action", choices=["list", "show", "search", "rm", "rename", "fork", "export"],
-                   nargs="?", default="list")  # fmt: skip
+    v.add_argument(
+        "action",
+        choices=["list", "show", "search", "rm", "rename", "fork", "export"],
+        nargs="?",
+        default="list",
+    )
     v.add_argument("id", nargs="?")
     v.add_argument("title", nargs="?")
     v.add_argument("--limit", type=int, default=20)
@@ -459,7 +567,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command in ("conversations", "conv"):
         if args.action == "search":
             args.query, args.id = args.id, None
-        if args.action in ("show", "rm", "rename", "fork", "export", "search") and not (args.id or args.query):
+        if args.action in ("show", "rm", "rename", "fork", "export", "search") and not (
+            args.id or args.query
+        ):
             print(f"assistantctl: conversations {args.action} needs an argument", file=sys.stderr)
             sys.exit(EXIT_USAGE)
     if args.command == "keys" and args.action in ("set", "delete") and not args.provider:

@@ -58,13 +58,19 @@ def split_point(history: list[dict[str, Any]], budget: int) -> int:
 
 
 async def compact(
-    providers: Providers, provider: Provider, model: str, window: int,
-    previous: str | None, old: list[dict[str, Any]],
-) -> str:  # fmt: skip
+    providers: Providers,
+    provider: Provider,
+    model: str,
+    window: int,
+    previous: str | None,
+    old: list[dict[str, Any]],
+) -> str:
     """Fold ``old`` messages into ``previous`` with as few requests as the window allows,
     each of which fits it."""
     answer_room = max(64, min(1024, window // 6))
-    room = window - answer_room - tokens.estimate(PROMPT) - 3 * tokens.PER_MESSAGE - tokens.PER_REQUEST
+    room = (
+        window - answer_room - tokens.estimate(PROMPT) - 3 * tokens.PER_MESSAGE - tokens.PER_REQUEST
+    )
     summary = previous
     piece: list[str] = []
     used = tokens.estimate(summary or "")
@@ -88,13 +94,20 @@ async def compact(
     return summary or ""
 
 
-async def _one(providers: Providers, provider: Provider, model: str, previous: str | None,
-               lines: list[str], max_tokens: int) -> str:  # fmt: skip
+async def _one(
+    providers: Providers,
+    provider: Provider,
+    model: str,
+    previous: str | None,
+    lines: list[str],
+    max_tokens: int,
+) -> str:
     body = ("Earlier summary:\n" + previous + "\n\n" if previous else "") + "Conversation:\n"
     messages = [
         {"role": "system", "content": PROMPT},
         {"role": "user", "content": body + "\n".join(lines)},
     ]
-    out = await providers.complete(provider, model, messages, Completion(), stream=False,
-                                   max_tokens=max_tokens, temperature=0)  # fmt: skip
+    out = await providers.complete(
+        provider, model, messages, Completion(), stream=False, max_tokens=max_tokens, temperature=0
+    )
     return out.text.strip()

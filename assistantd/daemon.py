@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -19,18 +20,28 @@ from pydantic import BaseModel, Field
 from assistantd import PROTOCOL_VERSION, __version__, config, errors, framing, paths, secrets
 from assistantd.chat import Chat, ChatParams, ChatResult
 from assistantd.conversations import (
-    Conversation, Conversations, DeleteResult, ExportParams, ExportResult, ForkParams,
-    ForkResult, IdParams, ListParams, ListResult, RenameParams, RenameResult,
-)  # fmt: skip
+    Conversation,
+    Conversations,
+    DeleteResult,
+    ExportParams,
+    ExportResult,
+    ForkParams,
+    ForkResult,
+    IdParams,
+    ListParams,
+    ListResult,
+    RenameParams,
+    RenameResult,
+)
+from assistantd.events import Bus, SubscribeParams, SubscribeResult
 from assistantd.local import ListResult as LocalListResult
 from assistantd.local import LocalServers, LogsParams, LogsResult, NameParams, ServerEntry
 from assistantd.providers import Providers
 from assistantd.rpc import EmptyResult, NoParams, Params, Registry, RequestContext, Result
 from assistantd.server import AlreadyRunning, Listener, Server, notify_systemd
-from assistantd.events import Bus, SubscribeParams, SubscribeResult
 from assistantd.store import Store
-from assistantd.usage import Ledger, ReportParams, ReportResult, Usage
 from assistantd.summarize import Summarizer, SummarizeResult, TextParams, UrlParams
+from assistantd.usage import Ledger, ReportParams, ReportResult, Usage
 
 log = logging.getLogger("assistantd")
 
@@ -186,9 +197,13 @@ class Daemon:
             return str(Path(path).resolve()) == target
 
         async for _ in watchfiles.awatch(
-            folder, watch_filter=only_config, debounce=200, step=50, stop_event=self.stopping,
+            folder,
+            watch_filter=only_config,
+            debounce=200,
+            step=50,
+            stop_event=self.stopping,
             recursive=False,
-        ):  # fmt: skip
+        ):
             self.reload()
 
     def default_model(self) -> str:
@@ -226,14 +241,20 @@ class Daemon:
     async def status(self, p: NoParams, ctx: RequestContext) -> Status:
         """The daemon's version, paths, config state, load and providers."""
         return Status(
-            version=__version__, protocol=PROTOCOL_VERSION, pid=os.getpid(),
-            uptime_s=round(time.monotonic() - self.started, 3), socket=str(self.socket_path),
-            data_dir=str(self.data_dir), config_path=str(self.config_path),
-            config_ok=self.config_error is None, config_error=self.config_error,
+            version=__version__,
+            protocol=PROTOCOL_VERSION,
+            pid=os.getpid(),
+            uptime_s=round(time.monotonic() - self.started, 3),
+            socket=str(self.socket_path),
+            data_dir=str(self.data_dir),
+            config_path=str(self.config_path),
+            config_ok=self.config_error is None,
+            config_error=self.config_error,
             active_requests=max(0, len(self.registry.active) - 1),  # not counting this one
-            providers=list(self.providers.by_name), default_model=self.default_model(),
+            providers=list(self.providers.by_name),
+            default_model=self.default_model(),
             keyring_error=self.providers.keyring_error,
-        )  # fmt: skip
+        )
 
     async def do_reload(self, p: NoParams, ctx: RequestContext) -> Status:
         """Re-read the config file now; the result is the status after it."""
@@ -254,8 +275,9 @@ class Daemon:
         try:
             await secrets.set_key(p.provider, key)
         except secrets.KeyringUnavailable as e:
-            raise errors.NoApiKey(f"cannot store the key: {e}", provider=p.provider,
-                                  reason="keyring_unavailable") from None  # fmt: skip
+            raise errors.NoApiKey(
+                f"cannot store the key: {e}", provider=p.provider, reason="keyring_unavailable"
+            ) from None
         self.providers.forget_keys(p.provider)
         await self.local.refresh_keys()  # the no-key default may switch now
         return KeySetResult(provider=p.provider, source="keyring")
@@ -265,8 +287,9 @@ class Daemon:
         try:
             deleted = await secrets.delete_key(p.provider)
         except secrets.KeyringUnavailable as e:
-            raise errors.NoApiKey(f"cannot delete the key: {e}", provider=p.provider,
-                                  reason="keyring_unavailable") from None  # fmt: skip
+            raise errors.NoApiKey(
+                f"cannot delete the key: {e}", provider=p.provider, reason="keyring_unavailable"
+            ) from None
         self.providers.forget_keys(p.provider)
         await self.local.refresh_keys()
         return KeyDeleteResult(provider=p.provider, deleted=deleted)
@@ -279,8 +302,14 @@ class Daemon:
                 continue
             self.providers.forget_keys(prov.name)
             key, source = await self.providers.key(prov)
-            out.append(KeyInfo(provider=prov.name, source=source, env_var=prov.key_env,
-                               hint=secrets.hint(key) if key else ""))  # fmt: skip
+            out.append(
+                KeyInfo(
+                    provider=prov.name,
+                    source=source,
+                    env_var=prov.key_env,
+                    hint=secrets.hint(key) if key else "",
+                )
+            )
         return KeyListResult(keys=out, keyring_error=self.providers.keyring_error)
 
     async def providers_list(self, p: NoParams, ctx: RequestContext) -> ProvidersResult:
@@ -288,11 +317,18 @@ class Daemon:
         out = []
         for prov in self.providers.by_name.values():
             _, source = await self.providers.key(prov)
-            out.append(ProviderInfo(
-                name=prov.name, base_url=prov.base_url, kind=prov.kind, models=list(prov.models),
-                key_source=source, local=prov.local, managed=prov.managed,
-                state=self.provider_state(prov.name),
-            ))  # fmt: skip
+            out.append(
+                ProviderInfo(
+                    name=prov.name,
+                    base_url=prov.base_url,
+                    kind=prov.kind,
+                    models=list(prov.models),
+                    key_source=source,
+                    local=prov.local,
+                    managed=prov.managed,
+                    state=self.provider_state(prov.name),
+                )
+            )
         return ProvidersResult(providers=out)
 
     def provider_state(self, name: str) -> str:
@@ -303,7 +339,11 @@ class Daemon:
 
     async def models_list(self, p: ModelsParams, ctx: RequestContext) -> ModelsResult:
         """Models each provider serves (its GET /models), cached for a minute."""
-        chosen = [self.providers.get(p.provider)] if p.provider else list(self.providers.by_name.values())
+        chosen = (
+            [self.providers.get(p.provider)]
+            if p.provider
+            else list(self.providers.by_name.values())
+        )
         models: list[ModelInfo] = []
         problems: list[ModelError] = []
 
@@ -373,11 +413,10 @@ class Daemon:
 
     async def _drain(self) -> None:
         """Cancel requests in flight, give them a moment to answer, then drop connections."""
+        tasks = {ctx.task for ctx in self.registry.active if ctx.task is not None}
         self.registry.cancel_all()
-        deadline = time.monotonic() + 5
-        while self.registry.active and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.05)  # let the cancelled answers reach their clients
+        if tasks:  # each stores its partial answer and sends its cancelled result
+            await asyncio.wait(tasks, timeout=5)
         for task in list(self.server.connections):
             task.cancel()
         if self.server.connections:
@@ -400,16 +439,18 @@ def setup_logging(log_dir: Path, level: str, foreground: bool) -> None:
         h.setFormatter(fmt)
         h.addFilter(secrets.ScrubFilter())
         root.addHandler(h)
-    try:
+    with contextlib.suppress(OSError):
         os.chmod(log_dir / "assistantd.log", 0o600)
-    except OSError:
-        pass
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="assistantd", description="The assistantd daemon.")
-    parser.add_argument("--socket", help="socket path (default: $ASSISTANTD_SOCKET, config, runtime dir)")
-    parser.add_argument("--config", help="config file (default: $ASSISTANTD_CONFIG or the config dir)")
+    parser.add_argument(
+        "--socket", help="socket path (default: $ASSISTANTD_SOCKET, config, runtime dir)"
+    )
+    parser.add_argument(
+        "--config", help="config file (default: $ASSISTANTD_CONFIG or the config dir)"
+    )
     parser.add_argument("--quiet", action="store_true", help="log to the file only, not stderr")
     parser.add_argument("--version", action="version", version=f"assistantd {__version__}")
     args = parser.parse_args(argv)

@@ -84,7 +84,18 @@ class RateLimited(RpcError):
 
 
 ALL: tuple[type[RpcError], ...] = (
-    ParseError, InvalidRequest, MethodNotFound, InvalidParams, InternalError,
-    RequestCancelled, NoApiKey, UpstreamError, UpstreamUnreachable, NotFound, Busy,
-    FetchFailed, LocalServerFailed, RateLimited,
-)  # fmt: skip
+    ParseError,
+    InvalidRequest,
+    MethodNotFound,
+    InvalidParams,
+    InternalError,
+    RequestCancelled,
+    NoApiKey,
+    UpstreamError,
+    UpstreamUnreachable,
+    NotFound,
+    Busy,
+    FetchFailed,
+    LocalServerFailed,
+    RateLimited,
+)

@@ -94,8 +94,9 @@ def check_url(url: str) -> httpx2.URL:
     return parsed
 
 
-async def fetch(url: str, limits: Limits, *, etag: str | None = None,
-                last_modified: str | None = None) -> Page | None:  # fmt: skip
+async def fetch(
+    url: str, limits: Limits, *, etag: str | None = None, last_modified: str | None = None
+) -> Page | None:
     """GET ``url`` within ``limits``; None when a conditional GET says 304 Not Modified."""
     import httpx2
 
@@ -104,10 +105,14 @@ async def fetch(url: str, limits: Limits, *, etag: str | None = None,
     validators = (("If-None-Match", etag), ("If-Modified-Since", last_modified))
     conditional = {k: v for k, v in validators if v}
     try:
-        async with asyncio.timeout(limits.timeout_s), httpx2.AsyncClient(
-            timeout=httpx2.Timeout(step), follow_redirects=False,
-            headers={"User-Agent": USER_AGENT, "Accept": ACCEPT},
-        ) as client:  # fmt: skip
+        async with (
+            asyncio.timeout(limits.timeout_s),
+            httpx2.AsyncClient(
+                timeout=httpx2.Timeout(step),
+                follow_redirects=False,
+                headers={"User-Agent": USER_AGENT, "Accept": ACCEPT},
+            ) as client,
+        ):
             for _ in range(limits.max_redirects + 1):
                 async with client.stream("GET", current, headers=conditional) as resp:
                     if resp.status_code in REDIRECTS and "location" in resp.headers:
@@ -132,13 +137,15 @@ async def fetch(url: str, limits: Limits, *, etag: str | None = None,
         msg = f"the server did not answer in time ({type(e).__name__})"
         raise _fail(msg, url, "timeout") from None
     except httpx2.ConnectError as e:
-        raise _fail(f"cannot connect to {current.host}: {str(e) or type(e).__name__}", url,
-                    "unreachable") from None  # fmt: skip
+        raise _fail(
+            f"cannot connect to {current.host}: {str(e) or type(e).__name__}", url, "unreachable"
+        ) from None
     except (httpx2.InvalidURL, httpx2.UnsupportedProtocol) as e:
         raise _fail(f"not a fetchable URL: {e}", url, "bad_url") from None
     except httpx2.HTTPError as e:  # a broken connection or a malformed answer
-        raise _fail(f"the download from {current.host} failed: {type(e).__name__}: {e}", url,
-                    "unreachable") from None  # fmt: skip
+        raise _fail(
+            f"the download from {current.host} failed: {type(e).__name__}: {e}", url, "unreachable"
+        ) from None
 
 
 async def _read(resp: httpx2.Response, url: str, limits: Limits) -> Page:
@@ -178,8 +185,15 @@ async def _read(resp: httpx2.Response, url: str, limits: Limits) -> Page:
     if b"\x00" in head and not utf16:
         raise _fail(f"the body is binary data, though labelled {mime}", url, "unsupported_type")
     cc = resp.headers.get("cache-control", "").lower()
-    return Page(str(resp.url), kind, bytes(body), charset, resp.headers.get("etag"),
-                resp.headers.get("last-modified"), cc)  # fmt: skip
+    return Page(
+        str(resp.url),
+        kind,
+        bytes(body),
+        charset,
+        resp.headers.get("etag"),
+        resp.headers.get("last-modified"),
+        cc,
+    )
 
 
 def _codec(label: str | None) -> str | None:
@@ -198,8 +212,11 @@ def _codec(label: str | None) -> str | None:
 def decode(body: bytes, charset: str | None, *, html: bool) -> str:
     """Text from bytes: BOM, then the header's charset, then (HTML) a ``<meta>``
     charset, then UTF-8, then a detector's guess, then windows-1252."""
-    for bom, name in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
-                      (codecs.BOM_UTF16_BE, "utf-16")):  # fmt: skip
+    for bom, name in (
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
         if body.startswith(bom):
             return body.decode(name, errors="replace")
     declared = _codec(charset)

@@ -121,8 +121,10 @@ def _systemd_plan() -> tuple[dict[Path, str], list[list[str]]]:
         ),
         unit_dir / "assistantd.service": service_unit(daemon_command(), custom),
     }
-    commands = [["systemctl", "--user", "daemon-reload"],
-                ["systemctl", "--user", "enable", "--now", "assistantd.socket"]]  # fmt: skip
+    commands = [
+        ["systemctl", "--user", "daemon-reload"],
+        ["systemctl", "--user", "enable", "--now", "assistantd.socket"],
+    ]
     return files, commands
 
 
@@ -143,8 +145,9 @@ def _shell_line(commands: list[list[str]]) -> str:
 def _systemctl_user_works() -> bool:
     if shutil.which("systemctl") is None:
         return False
-    probe = subprocess.run(["systemctl", "--user", "show-environment"],
-                           capture_output=True, timeout=10, check=False)  # fmt: skip
+    probe = subprocess.run(
+        ["systemctl", "--user", "show-environment"], capture_output=True, timeout=10, check=False
+    )
     return probe.returncode == 0
 
 
@@ -168,9 +171,11 @@ def install(args: argparse.Namespace) -> int:
     elif platform == "darwin":
         files, commands = _launchd_plan()
     else:
-        print(f"assistantctl: daemon install knows systemd (Linux) and launchd (macOS), "
-              f"not {platform}; run `assistantd` from your session's start-up instead",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"assistantctl: daemon install knows systemd (Linux) and launchd (macOS), "
+            f"not {platform}; run `assistantd` from your session's start-up instead",
+            file=sys.stderr,
+        )
         return 2
     if args.dry_run:
         for path, text in files.items():
@@ -199,6 +204,8 @@ def install(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-    print("enabled assistantd.socket: the daemon starts on the first connection "
-          "(logs: journalctl --user -u assistantd)")  # fmt: skip
+    print(
+        "enabled assistantd.socket: the daemon starts on the first connection "
+        "(logs: journalctl --user -u assistantd)"
+    )
     return 0

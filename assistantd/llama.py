@@ -86,8 +86,13 @@ def builtin_config() -> LocalConfig | None:
     binary = server_binary()
     if binary is None or _package_dir(MODEL_PACKAGE) is None:
         return None
-    return LocalConfig(command=str(binary), model=BUNDLED_MODEL, args=["-c", "4096"],
-                       alias=BUILTIN_ALIAS, idle_timeout_s=600)  # fmt: skip
+    return LocalConfig(
+        command=str(binary),
+        model=BUNDLED_MODEL,
+        args=["-c", "4096"],
+        alias=BUILTIN_ALIAS,
+        idle_timeout_s=600,
+    )
 
 
 def bundled_model(cache: Path) -> Path:
@@ -232,8 +237,20 @@ def plan(cfg: LocalConfig, alias: str, port: int, cache: Path, log_path: Path) -
             raise errors.LocalServerFailed(f"cannot assemble the bundled model: {e}") from None
     else:
         model = Path(cfg.model).expanduser()
-    argv = [str(binary), "--host", "127.0.0.1", "--port", str(port), "-m", str(model),
-            "--alias", alias, "--jinja", *cfg.args, *workaround_args(binary, cfg.args)]  # fmt: skip
+    argv = [
+        str(binary),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "-m",
+        str(model),
+        "--alias",
+        alias,
+        "--jinja",
+        *cfg.args,
+        *workaround_args(binary, cfg.args),
+    ]
     try:
         env = server_env(binary, cache)
         log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -255,10 +272,19 @@ async def spawn(p: Plan) -> asyncio.subprocess.Process:
     the parent-death signal follows the thread that forked."""
     try:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-S", "-c", WRAPPER, str(os.getpid()), *p.argv,
-            stdin=subprocess.DEVNULL, stdout=p.log_fd, stderr=subprocess.STDOUT, env=p.env,
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            WRAPPER,
+            str(os.getpid()),
+            *p.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=p.log_fd,
+            stderr=subprocess.STDOUT,
+            env=p.env,
             start_new_session=True,
-        )  # fmt: skip
+        )
     except OSError as e:
         raise errors.LocalServerFailed(f"cannot run {p.argv[0]}: {e}") from None
     finally:

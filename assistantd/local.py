@@ -40,6 +40,7 @@ KEYS_EVERY_S = 15.0  # how often the no-key default re-reads the keyring
 STOP_GRACE_S = 5.0
 KIND_NAMES = {"lmstudio": "LM Studio", "ollama": "Ollama", "llama-server": "llama-server"}
 
+
 class ServerEntry(BaseModel):
     name: str
     kind: str
@@ -290,9 +291,10 @@ class LocalServers:
             await self._start_guarded(s)  # no reaper running (embedded use): start inline
         if s.state != "ready":
             raise errors.LocalServerFailed(
-                f"local server {s.name} did not start: {s.error}", name=s.name,
+                f"local server {s.name} did not start: {s.error}",
+                name=s.name,
                 log_tail=llama.tail(s.log_path),
-            )  # fmt: skip
+            )
 
     async def _start_guarded(self, s: Managed) -> None:
         try:
@@ -323,8 +325,9 @@ class LocalServers:
         s.state, s.last_used = "ready", time.monotonic()
         log.info("local server %s ready at %s", s.name, s.base_url)
 
-    async def _wait_healthy(self, s: Managed, proc: asyncio.subprocess.Process,
-                            missing: str | None) -> None:  # fmt: skip
+    async def _wait_healthy(
+        self, s: Managed, proc: asyncio.subprocess.Process, missing: str | None
+    ) -> None:
         import httpx2
 
         root = s.base_url.removesuffix("/v1")
@@ -383,9 +386,17 @@ class LocalServers:
 
     def _entry(self, s: Managed) -> ServerEntry:
         pid = s.proc.pid if s.proc is not None and s.alive else None
-        return ServerEntry(name=s.name, kind="llama-server", base_url=s.base_url, managed=True,
-                           state=s.state, model=s.model, n_ctx=s.n_ctx if pid else None,
-                           pid=pid, error=s.error)  # fmt: skip
+        return ServerEntry(
+            name=s.name,
+            kind="llama-server",
+            base_url=s.base_url,
+            managed=True,
+            state=s.state,
+            model=s.model,
+            n_ctx=s.n_ctx if pid else None,
+            pid=pid,
+            error=s.error,
+        )
 
     def state(self, name: str) -> str:
         s = self.servers.get(name)
@@ -395,8 +406,14 @@ class LocalServers:
         """An unmanaged server: ready when its ``GET /v1/models`` answers, else stopped."""
         import httpx2
 
-        entry = ServerEntry(name=p.name, kind=p.kind, base_url=p.base_url, managed=False,
-                            state="stopped", model=None)  # fmt: skip
+        entry = ServerEntry(
+            name=p.name,
+            kind=p.kind,
+            base_url=p.base_url,
+            managed=False,
+            state="stopped",
+            model=None,
+        )
         try:
             async with httpx2.AsyncClient(timeout=httpx2.Timeout(3.0, connect=1.0)) as http:
                 r = await http.get(f"{p.base_url}/models")
@@ -436,8 +453,9 @@ class LocalServers:
             entry = await self.probe(prov)
             if entry.state != "ready":
                 message = entry.error or not_running(prov.kind, prov.base_url)
-                raise errors.UpstreamUnreachable(message, provider=prov.name,
-                                                 base_url=prov.base_url)  # fmt: skip
+                raise errors.UpstreamUnreachable(
+                    message, provider=prov.name, base_url=prov.base_url
+                )
             return entry
         s = self.servers[p.name]
         s.last_used = time.monotonic()
@@ -447,8 +465,9 @@ class LocalServers:
     async def stop_method(self, p: NameParams, ctx: RequestContext) -> ServerEntry:
         """Stop a managed local server; its entry."""
         if p.name not in self.servers and any(u.name == p.name for u in self._unmanaged()):
-            raise errors.InvalidParams(f"{p.name} is not managed by assistantd: stop it yourself",
-                                       reason="unmanaged")  # fmt: skip
+            raise errors.InvalidParams(
+                f"{p.name} is not managed by assistantd: stop it yourself", reason="unmanaged"
+            )
         s = self._managed(p.name)
         await self._stop(s, "asked to (local/stop)")
         return self._entry(s)

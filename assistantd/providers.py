@@ -118,7 +118,9 @@ class Providers:
         self._base_url_hook = base_url_hook
         self.keyring_error: str | None = None
         self.window_hints: dict[tuple[str, str], int] = {}
-        self.on_usage: Callable[[Provider, str, dict[str, int]], None] | None = None  # learned, e.g. from llama-server /props
+        self.on_usage: Callable[[Provider, str, dict[str, int]], None] | None = (
+            None  # learned, e.g. from llama-server /props
+        )
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
@@ -268,8 +270,9 @@ class Providers:
             except (ValueError, OSError) as e:  # garbage SSE, a transport error mid-stream
                 err: errors.RpcError = errors.UpstreamError(
                     f"{p.name} sent a stream that could not be read: {type(e).__name__}",
-                    provider=p.name, status=None,
-                )  # fmt: skip
+                    provider=p.name,
+                    status=None,
+                )
                 if isinstance(e, OSError):
                     err = errors.UpstreamUnreachable(
                         f"lost the connection to {p.name}", provider=p.name, base_url=p.base_url
@@ -277,9 +280,12 @@ class Providers:
                 raise StreamBroken(err) if out.started else err from None
 
     async def _stream(
-        self, client: openai.AsyncOpenAI, kwargs: dict[str, Any], out: Completion,
+        self,
+        client: openai.AsyncOpenAI,
+        kwargs: dict[str, Any],
+        out: Completion,
         on_delta: OnDelta | None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         import httpx2
 
         stream = await client.chat.completions.create(
@@ -315,7 +321,9 @@ class Providers:
         if out.finish_reason is None:
             raise ValueError("the stream ended without a finish reason")
 
-    async def _once(self, client: openai.AsyncOpenAI, kwargs: dict[str, Any], out: Completion) -> None:
+    async def _once(
+        self, client: openai.AsyncOpenAI, kwargs: dict[str, Any], out: Completion
+    ) -> None:
         res = await client.chat.completions.create(**kwargs)
         if res.usage is not None:
             out.usage = _usage(res.usage)
@@ -335,8 +343,10 @@ class Providers:
             from assistantd.local import not_running
 
             if p.managed:  # its base_url is the manager's; the log says why it went away
-                message = (f"the local server {p.name} stopped answering "
-                           f"(see `assistantctl local logs {p.name}`)")  # fmt: skip
+                message = (
+                    f"the local server {p.name} stopped answering "
+                    f"(see `assistantctl local logs {p.name}`)"
+                )
             elif isinstance(e, openai.APITimeoutError):
                 message = f"{p.name} at {p.base_url} did not answer in time"
             else:
@@ -345,21 +355,25 @@ class Providers:
         if isinstance(e, openai.APITimeoutError | openai.APIConnectionError):
             return errors.UpstreamUnreachable(
                 f"cannot reach {p.name} at {p.base_url}: {type(e).__name__}",
-                provider=p.name, base_url=p.base_url,
-            )  # fmt: skip
+                provider=p.name,
+                base_url=p.base_url,
+            )
         if isinstance(e, openai.RateLimitError):
             return errors.RateLimited(
                 f"{p.name} is rate limiting (429) after {RETRIES + 1} attempts",
-                provider=p.name, retry_after=_retry_after(e),
-            )  # fmt: skip
+                provider=p.name,
+                retry_after=_retry_after(e),
+            )
         if isinstance(e, openai.APIStatusError):
             message = _error_message(e)
             if e.status_code == 401:
                 message = f"{p.name} refused the API key (401): {message}"
             return errors.UpstreamError(
-                secrets.scrub(message), status=e.status_code, provider=p.name,
+                secrets.scrub(message),
+                status=e.status_code,
+                provider=p.name,
                 message=secrets.scrub(message),
-            )  # fmt: skip
+            )
         return errors.UpstreamError(
             secrets.scrub(f"{p.name}: {e}"), provider=p.name, message=secrets.scrub(str(e))
         )
@@ -401,7 +415,12 @@ def _context_exceeded(e: Any) -> bool:
     text = str(getattr(e, "body", "")) + str(getattr(e, "message", ""))
     return any(
         s in text.lower()
-        for s in ("context_length_exceeded", "context length", "context window", "exceeds the available context")
+        for s in (
+            "context_length_exceeded",
+            "context length",
+            "context window",
+            "exceeds the available context",
+        )
     )
 
 
@@ -420,7 +439,7 @@ def _retry_wait(e: Any, attempt: int) -> float | None:
 
     if isinstance(e, openai.RateLimitError):
         after = _retry_after(e)
-        return min(after if after is not None else 2.0 ** attempt, MAX_RETRY_WAIT_S)
+        return min(after if after is not None else 2.0**attempt, MAX_RETRY_WAIT_S)
     status = getattr(e, "status_code", None)
     if isinstance(e, openai.APIConnectionError) or (isinstance(status, int) and status >= 500):
         return 0.25 * 2.0**attempt + random.uniform(0, 0.1)

@@ -33,16 +33,24 @@ from assistantd.rpc import Params, RequestContext, Result
 from assistantd.store import Store
 from assistantd.usage import conversation_var, kind_var
 
-MAP_SYSTEM = ("You SUMMARIZE one part of a longer text{about}. Write a concise summary of this "
-              "part: its main points, facts, names and numbers, in the language of the text. "
-              "No preamble.")  # fmt: skip
-REDUCE_SYSTEM = ("You SUMMARIZE a text{about} from summaries of its consecutive parts. Combine "
-                 "them into one coherent summary in the language of the text, without "
-                 "repeating yourself. No preamble.")  # fmt: skip
-WHOLE_SYSTEM = ("You SUMMARIZE text{about}. Write a clear, concise summary of its main points "
-                "in the language of the text. No preamble.")  # fmt: skip
-FOLLOWUP_SYSTEM = ("You answer questions about {what}. Its text is attached to the first user "
-                   "message, and your summary of it follows that message.")  # fmt: skip
+MAP_SYSTEM = (
+    "You SUMMARIZE one part of a longer text{about}. Write a concise summary of this "
+    "part: its main points, facts, names and numbers, in the language of the text. "
+    "No preamble."
+)
+REDUCE_SYSTEM = (
+    "You SUMMARIZE a text{about} from summaries of its consecutive parts. Combine "
+    "them into one coherent summary in the language of the text, without "
+    "repeating yourself. No preamble."
+)
+WHOLE_SYSTEM = (
+    "You SUMMARIZE text{about}. Write a clear, concise summary of its main points "
+    "in the language of the text. No preamble."
+)
+FOLLOWUP_SYSTEM = (
+    "You answer questions about {what}. Its text is attached to the first user "
+    "message, and your summary of it follows that message."
+)
 MIN_CHUNK = 16  # tokens: below this the window is too small to summarize anything
 # Ever finer boundaries for text that does not fit, each with the glue that rejoins it.
 LEVELS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -132,8 +140,9 @@ def group(items: list[str], budget: int) -> list[str]:
     """Partial summaries packed into reduce inputs. Each is cut to half the budget
     first, so every input but the last holds two or more: each round halves the count."""
     half = (budget - 1) // 2
-    return _pack([it if tokens.estimate(it) <= half else head(it, half) for it in items],
-                 budget, "\n\n")  # fmt: skip
+    return _pack(
+        [it if tokens.estimate(it) <= half else head(it, half) for it in items], budget, "\n\n"
+    )
 
 
 def _first_error(eg: BaseExceptionGroup[Any]) -> BaseException:
@@ -167,8 +176,9 @@ class _Run:
 
     async def progress(self, stage: str, done: int, total: int) -> None:
         with contextlib.suppress(ConnectionResetError):  # the session cancels this request
-            await self.ctx.notify("summarize/progress", {"stage": stage, "done": done,
-                                                         "total": total})  # fmt: skip
+            await self.ctx.notify(
+                "summarize/progress", {"stage": stage, "done": done, "total": total}
+            )
 
     def add_usage(self, out: Completion) -> None:
         if out.usage:
@@ -194,8 +204,13 @@ class _Run:
 
 
 class Summarizer:
-    def __init__(self, store: Store, providers: Providers, chat: Chat,
-                 settings: Callable[[], SummarizeConfig]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: Store,
+        providers: Providers,
+        chat: Chat,
+        settings: Callable[[], SummarizeConfig],
+    ) -> None:
         self.store, self.providers, self.chat, self.settings = store, providers, chat, settings
         self.cache = PageCache(paths.dirs().cache / "pages")
 
@@ -218,17 +233,20 @@ class Summarizer:
 
         return await self._go(params, ctx, load)
 
-    async def _go(self, params: _Options, ctx: RequestContext,
-                  load: Callable[[_Run], Awaitable[None]]) -> SummarizeResult:  # fmt: skip
+    async def _go(
+        self, params: _Options, ctx: RequestContext, load: Callable[[_Run], Awaitable[None]]
+    ) -> SummarizeResult:
         conv = None
         if params.conversation_id:
             conv = await self.store.run(self.store.conversation, params.conversation_id)
             if conv is None:
-                raise errors.NotFound("no such conversation", kind="conversation",
-                                      id=params.conversation_id)  # fmt: skip
+                raise errors.NotFound(
+                    "no such conversation", kind="conversation", id=params.conversation_id
+                )
         if conv and conv["id"] in self.chat.busy:
-            raise errors.Busy("a request is already running in this conversation",
-                              conversation_id=conv["id"])  # fmt: skip
+            raise errors.Busy(
+                "a request is already running in this conversation", conversation_id=conv["id"]
+            )
         turn = self.chat.resolve(params.model, params.provider, None, conv)
         run = _Run(ctx, turn, params, self.settings().concurrency)
         if conv:
@@ -244,18 +262,24 @@ class Summarizer:
             if run.cid:
                 self.chat.busy.discard(run.cid)
 
-    async def _pipeline(self, run: _Run, load: Callable[[_Run], Awaitable[None]],
-                        ) -> SummarizeResult:  # fmt: skip
+    async def _pipeline(
+        self,
+        run: _Run,
+        load: Callable[[_Run], Awaitable[None]],
+    ) -> SummarizeResult:
         try:
             await self.providers.client(run.turn.provider)  # no key: fail before fetching
             await load(run)
             if run.cid is None:
-                run.cid = await self.store.run(lambda: self.store.create_conversation(
-                    title=title_from("Summary: " + (run.title or run.url or run.text)),
-                    model=run.turn.model, provider=run.turn.provider.name,
-                    system=FOLLOWUP_SYSTEM.format(what=self._what(run)),
-                    source={"url": run.url, "title": run.title, "chars": len(run.text)},
-                ))  # fmt: skip
+                run.cid = await self.store.run(
+                    lambda: self.store.create_conversation(
+                        title=title_from("Summary: " + (run.title or run.url or run.text)),
+                        model=run.turn.model,
+                        provider=run.turn.provider.name,
+                        system=FOLLOWUP_SYSTEM.format(what=self._what(run)),
+                        source={"url": run.url, "title": run.title, "chars": len(run.text)},
+                    )
+                )
                 run.own = True
                 self.chat.busy.add(run.cid)
             conversation_var.set(run.cid)  # reset by _go
@@ -270,8 +294,9 @@ class Summarizer:
             return self._result(run, mid, "cancelled")
         except StreamBroken as broken:
             mid = await self._store(run, "partial")
-            broken.error.data.update(conversation_id=run.cid, message_id=mid,
-                                     partial_text=run.so_far())  # fmt: skip
+            broken.error.data.update(
+                conversation_id=run.cid, message_id=mid, partial_text=run.so_far()
+            )
             raise broken.error from None
         except Exception:
             if run.own and run.cid:  # nothing came of it: leave no empty conversation
@@ -289,9 +314,12 @@ class Summarizer:
         entry = await asyncio.to_thread(self.cache.get, url)
         page = None
         if entry is None or not entry.fresh():
-            page = await fetch(url, Limits(cfg.max_bytes, cfg.timeout_s, cfg.max_redirects),
-                               etag=entry.etag if entry else None,
-                               last_modified=entry.last_modified if entry else None)  # fmt: skip
+            page = await fetch(
+                url,
+                Limits(cfg.max_bytes, cfg.timeout_s, cfg.max_redirects),
+                etag=entry.etag if entry else None,
+                last_modified=entry.last_modified if entry else None,
+            )
             if page is None and entry is not None:  # 304 Not Modified
                 await asyncio.to_thread(self.cache.put, entry)
         await run.progress("fetch", 1, 1)
@@ -299,11 +327,13 @@ class Summarizer:
         if page is not None:
             title, text = await asyncio.to_thread(extract, page)
             if not text:
-                raise errors.FetchFailed("the page has no text to summarize", url=url,
-                                         reason="no_text")  # fmt: skip
+                raise errors.FetchFailed(
+                    "the page has no text to summarize", url=url, reason="no_text"
+                )
             fresh = freshness(page)
-            entry = Entry(url, page.url, title, text, page.etag,
-                          page.last_modified, 0.0, fresh or 0.0)  # fmt: skip
+            entry = Entry(
+                url, page.url, title, text, page.etag, page.last_modified, 0.0, fresh or 0.0
+            )
             if fresh is not None:
                 await asyncio.to_thread(self.cache.put, entry)
         assert entry is not None
@@ -321,8 +351,9 @@ class Summarizer:
         if budget < MIN_CHUNK:
             raise errors.InvalidParams(
                 f"{turn.model}'s context window of {turn.window} tokens leaves no room for text "
-                "after the instructions and the answer", reason="too_long",
-            )  # fmt: skip
+                "after the instructions and the answer",
+                reason="too_long",
+            )
         chunks = split(run.text, budget)
         run.chunks = len(chunks)
         if len(chunks) == 1:
@@ -342,8 +373,9 @@ class Summarizer:
         await self._final(run, reducer, inputs[0])
         await run.progress("reduce", total, total)
 
-    async def _parallel(self, run: _Run, stage: str, system: str, texts: list[str],
-                        total: int) -> list[str]:  # fmt: skip
+    async def _parallel(
+        self, run: _Run, stage: str, system: str, texts: list[str], total: int
+    ) -> list[str]:
         """Summarize ``texts`` with at most ``run.concurrency`` requests in flight."""
         out: list[str | None] = [None] * len(texts)
         run.levels.append(out)
@@ -371,9 +403,13 @@ class Summarizer:
         messages = [{"role": "system", "content": system}, {"role": "user", "content": text}]
         try:
             await self.providers.complete(
-                run.turn.provider, run.turn.model, messages, out, stream=False,
+                run.turn.provider,
+                run.turn.model,
+                messages,
+                out,
+                stream=False,
                 max_tokens=max(16, run.turn.reserve // 2),
-            )  # fmt: skip
+            )
         except ContextExceeded:
             # The provider counts more tokens than the estimate: halve the text, once.
             halves = split(text, max(MIN_CHUNK, tokens.estimate(text) // 2))
@@ -395,9 +431,14 @@ class Summarizer:
         messages = [{"role": "system", "content": system}, {"role": "user", "content": text}]
         try:
             await self.providers.complete(
-                run.turn.provider, run.turn.model, messages, out, stream=run.options.stream,
-                on_delta=on_delta if run.options.stream else None, max_tokens=run.turn.reserve,
-            )  # fmt: skip
+                run.turn.provider,
+                run.turn.model,
+                messages,
+                out,
+                stream=run.options.stream,
+                on_delta=on_delta if run.options.stream else None,
+                max_tokens=run.turn.reserve,
+            )
         except ContextExceeded:
             raise self._too_long(run) from None
         run.add_usage(out)
@@ -405,8 +446,10 @@ class Summarizer:
     def _too_long(self, run: _Run) -> errors.RpcError:
         return errors.UpstreamError(
             f"{run.turn.model} refused a part as too long for its context window",
-            provider=run.turn.provider.name, status=400, reason="context_length_exceeded",
-        )  # fmt: skip
+            provider=run.turn.provider.name,
+            status=400,
+            reason="context_length_exceeded",
+        )
 
     # -- storing -----------------------------------------------------------------------
 
@@ -426,9 +469,17 @@ class Summarizer:
             ask += f"\n\nInstructions: {run.options.instructions}"
         # Room for the source: the window less the follow-up's answer, a question, the
         # system prompt, this request and the summary.
-        room = (turn.window - turn.reserve - turn.window // 8 - tokens.PER_REQUEST
-                - 4 * tokens.PER_MESSAGE - 16 - sum(map(tokens.estimate, (
-                    FOLLOWUP_SYSTEM.format(what=self._what(run)), ask, summary))))  # fmt: skip
+        room = (
+            turn.window
+            - turn.reserve
+            - turn.window // 8
+            - tokens.PER_REQUEST
+            - 4 * tokens.PER_MESSAGE
+            - 16
+            - sum(
+                map(tokens.estimate, (FOLLOWUP_SYSTEM.format(what=self._what(run)), ask, summary))
+            )
+        )
         excerpt = run.text if tokens.estimate(run.text) <= room else ""
         if not excerpt and room >= 2 * MIN_CHUNK:
             excerpt = head(run.text, room - MIN_CHUNK)
@@ -438,19 +489,34 @@ class Summarizer:
         finish = finish or (run.final.finish_reason if run.final else None)
         usage = run.usage or {}
         await self.store.run(lambda: self.store.add_message(cid, "user", ask, context=context))
-        return await self.store.run(lambda: self.store.add_message(
-            cid, "assistant", summary, status=status, model=turn.model,
-            provider=turn.provider.name, finish_reason=finish,
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
-            cached_tokens=usage.get("cached_tokens"), total_tokens=usage.get("total_tokens"),
-            tokens=final.get("completion_tokens") if final else None,
-        ))  # fmt: skip
+        return await self.store.run(
+            lambda: self.store.add_message(
+                cid,
+                "assistant",
+                summary,
+                status=status,
+                model=turn.model,
+                provider=turn.provider.name,
+                finish_reason=finish,
+                prompt_tokens=usage.get("prompt_tokens"),
+                completion_tokens=usage.get("completion_tokens"),
+                cached_tokens=usage.get("cached_tokens"),
+                total_tokens=usage.get("total_tokens"),
+                tokens=final.get("completion_tokens") if final else None,
+            )
+        )
 
     def _result(self, run: _Run, mid: str | None, finish: str) -> SummarizeResult:
         return SummarizeResult(
-            conversation_id=run.cid if mid else None, message_id=mid, text=run.so_far(),
-            url=run.url, title=run.title, chars=len(run.text), chunks=run.chunks,
-            usage=Usage(**run.usage) if run.usage else None, model=run.turn.model,
-            provider=run.turn.provider.name, finish_reason=finish,
-        )  # fmt: skip
+            conversation_id=run.cid if mid else None,
+            message_id=mid,
+            text=run.so_far(),
+            url=run.url,
+            title=run.title,
+            chars=len(run.text),
+            chunks=run.chunks,
+            usage=Usage(**run.usage) if run.usage else None,
+            model=run.turn.model,
+            provider=run.turn.provider.name,
+            finish_reason=finish,
+        )

@@ -36,11 +36,17 @@ class Ledger:
     def record(self, provider: Provider, model: str, usage: dict[str, int]) -> None:
         """Append one request's usage to the ledger (a queued write: no waiting)."""
         row = (
-            now(), provider.name, model, conversation_var.get(), kind_var.get(),
-            usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0),
-            usage.get("cached_tokens", 0), usage.get("total_tokens", 0),
+            now(),
+            provider.name,
+            model,
+            conversation_var.get(),
+            kind_var.get(),
+            usage.get("prompt_tokens", 0),
+            usage.get("completion_tokens", 0),
+            usage.get("cached_tokens", 0),
+            usage.get("total_tokens", 0),
             self.cost(provider, model, usage),
-        )  # fmt: skip
+        )
 
         def write() -> None:
             with self.store.db:
@@ -101,11 +107,17 @@ class Usage:
         conversation."""
         rows, total = await self.store.run(self._query, p.group_by, p.since, p.until)
         return ReportResult(
-            group_by=p.group_by, since=p.since, until=p.until,
-            prices_as_of=pricing.PRICES_AS_OF, rows=rows, total=total,
-        )  # fmt: skip
+            group_by=p.group_by,
+            since=p.since,
+            until=p.until,
+            prices_as_of=pricing.PRICES_AS_OF,
+            rows=rows,
+            total=total,
+        )
 
-    def _query(self, group_by: str, since: str | None, until: str | None) -> tuple[list[UsageRow], UsageRow]:
+    def _query(
+        self, group_by: str, since: str | None, until: str | None
+    ) -> tuple[list[UsageRow], UsageRow]:
         where, args = ["1=1"], []
         if since:
             where.append("u.at >= ?")
@@ -121,19 +133,28 @@ class Usage:
         title = "(SELECT title FROM conversations c WHERE c.id = u.conversation_id)"
         cond = " AND ".join(where)
         db = self.store.db
+        label = title if group_by == "conversation" else "NULL"
         found = db.execute(
-            f"SELECT {_KEYS[group_by]} AS k, {title if group_by == 'conversation' else 'NULL'}, {sums}"
+            f"SELECT {_KEYS[group_by]} AS k, {label}, {sums}"
             f" FROM usage_log u WHERE {cond} GROUP BY k ORDER BY k",
             args,
         ).fetchall()
         rows = [_row(r[0], r[1], r[2:]) for r in found]
-        total = _row(None, None, db.execute(f"SELECT {sums} FROM usage_log u WHERE {cond}", args).fetchone())
+        total = _row(
+            None, None, db.execute(f"SELECT {sums} FROM usage_log u WHERE {cond}", args).fetchone()
+        )
         return rows, total
 
 
 def _row(key: Any, title: Any, s: Any) -> UsageRow:
     return UsageRow(
-        key=key, title=title, requests=s[0], prompt_tokens=s[1], completion_tokens=s[2],
-        cached_tokens=s[3], total_tokens=s[4], cost=round(s[5], 8) if s[5] is not None else None,
+        key=key,
+        title=title,
+        requests=s[0],
+        prompt_tokens=s[1],
+        completion_tokens=s[2],
+        cached_tokens=s[3],
+        total_tokens=s[4],
+        cost=round(s[5], 8) if s[5] is not None else None,
         unpriced_requests=s[6] or 0,
-    )  # fmt: skip
+    )

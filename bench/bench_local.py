@@ -30,13 +30,19 @@ PROMPT = "Write a short story about a lighthouse keeper and a storm."
 def through_daemon(client: Any, tokens: int) -> dict[str, float]:
     t0 = time.monotonic()
     stamps: list[float] = []
-    r = client.call("chat/send", {"message": PROMPT, "model": "gemma-3-270m", "max_tokens": tokens,
-                                  "temperature": 0},
-                    on_notify=lambda m, p: stamps.append(time.monotonic()))  # fmt: skip
+    r = client.call(
+        "chat/send",
+        {"message": PROMPT, "model": "gemma-3-270m", "max_tokens": tokens, "temperature": 0},
+        on_notify=lambda m, p: stamps.append(time.monotonic()),
+    )
     end = time.monotonic()
     n = r["usage"]["completion_tokens"]
-    return {"first_token_s": stamps[0] - t0, "tokens": n, "total_s": end - t0,
-            "tok_per_s": (n - 1) / (stamps[-1] - stamps[0])}  # fmt: skip
+    return {
+        "first_token_s": stamps[0] - t0,
+        "tokens": n,
+        "total_s": end - t0,
+        "tok_per_s": (n - 1) / (stamps[-1] - stamps[0]),
+    }
 
 
 def direct(base_url: str, tokens: int) -> dict[str, float]:
@@ -47,9 +53,13 @@ def direct(base_url: str, tokens: int) -> dict[str, float]:
     stamps: list[float] = []
     n = 0
     stream = client.chat.completions.create(
-        model="gemma-3-270m", messages=[{"role": "user", "content": PROMPT}], max_tokens=tokens,
-        temperature=0, stream=True, stream_options={"include_usage": True},
-    )  # fmt: skip
+        model="gemma-3-270m",
+        messages=[{"role": "user", "content": PROMPT}],
+        max_tokens=tokens,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     for chunk in stream:
         if chunk.usage is not None:
             n = chunk.usage.completion_tokens
@@ -57,8 +67,12 @@ def direct(base_url: str, tokens: int) -> dict[str, float]:
             stamps.append(time.monotonic())
     end = time.monotonic()
     client.close()
-    return {"first_token_s": stamps[0] - t0, "tokens": n, "total_s": end - t0,
-            "tok_per_s": (n - 1) / (stamps[-1] - stamps[0])}  # fmt: skip
+    return {
+        "first_token_s": stamps[0] - t0,
+        "tokens": n,
+        "total_s": end - t0,
+        "tok_per_s": (n - 1) / (stamps[-1] - stamps[0]),
+    }
 
 
 def cold_start(client: Any) -> float:
@@ -66,8 +80,11 @@ def cold_start(client: Any) -> float:
     client.call("local/stop", {"name": "gemma"})
     first: list[float] = []
     t0 = time.monotonic()
-    client.call("chat/send", {"message": "Hello", "model": "gemma-3-270m", "max_tokens": 4},
-                on_notify=lambda m, p: first.append(time.monotonic()))  # fmt: skip
+    client.call(
+        "chat/send",
+        {"message": "Hello", "model": "gemma-3-270m", "max_tokens": 4},
+        on_notify=lambda m, p: first.append(time.monotonic()),
+    )
     return first[0] - t0
 
 
@@ -85,8 +102,12 @@ def main() -> None:
     runtime = Path(tempfile.mkdtemp(prefix="bl-", dir="/tmp"))
     runtime.chmod(0o700)
     os.environ["XDG_RUNTIME_DIR"] = str(runtime)
-    for var, sub in (("XDG_CONFIG_HOME", "config"), ("XDG_DATA_HOME", "data"),
-                     ("XDG_CACHE_HOME", "cache"), ("XDG_STATE_HOME", "state")):  # fmt: skip
+    for var, sub in (
+        ("XDG_CONFIG_HOME", "config"),
+        ("XDG_DATA_HOME", "data"),
+        ("XDG_CACHE_HOME", "cache"),
+        ("XDG_STATE_HOME", "state"),
+    ):
         os.environ[var] = str(base / sub)
     for var in ("ASSISTANTD_SOCKET", "ASSISTANTD_CONFIG"):
         os.environ.pop(var, None)
@@ -117,8 +138,11 @@ def main() -> None:
     ratio = round(daemon["tok_per_s"] / plain["tok_per_s"], 3)
     best_ratio = round(daemon["best_tok_per_s"] / plain["best_tok_per_s"], 3)
     result = {
-        "machine": {"cpus": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-                    "load_avg_1m": os.getloadavg()[0]},
+        "machine": {
+            "cpus": len(os.sched_getaffinity(0)),
+            "python": platform.python_version(),
+            "load_avg_1m": os.getloadavg()[0],
+        },
         "runs": args.runs,
         "max_tokens": args.tokens,
         "cold_start_to_first_token_s": round(statistics.median(cold), 3),
@@ -128,15 +152,17 @@ def main() -> None:
         "best_tok_per_s_ratio_daemon_over_direct": best_ratio,
         "raw": {"cold_start_s": cold, "daemon": via, "direct": straight},
     }
-    rows = [("cold start to first token (s, median)", result["cold_start_to_first_token_s"]),
-            ("daemon: first token (s)", daemon["first_token_s"]),
-            ("direct: first token (s)", plain["first_token_s"]),
-            ("daemon: tokens per second", daemon["tok_per_s"]),
-            ("direct: tokens per second", plain["tok_per_s"]),
-            ("ratio daemon / direct (tok/s, medians)", ratio),
-            ("daemon: tokens per second (best run)", daemon["best_tok_per_s"]),
-            ("direct: tokens per second (best run)", plain["best_tok_per_s"]),
-            ("ratio daemon / direct (tok/s, best runs)", best_ratio)]  # fmt: skip
+    rows = [
+        ("cold start to first token (s, median)", result["cold_start_to_first_token_s"]),
+        ("daemon: first token (s)", daemon["first_token_s"]),
+        ("direct: first token (s)", plain["first_token_s"]),
+        ("daemon: tokens per second", daemon["tok_per_s"]),
+        ("direct: tokens per second", plain["tok_per_s"]),
+        ("ratio daemon / direct (tok/s, medians)", ratio),
+        ("daemon: tokens per second (best run)", daemon["best_tok_per_s"]),
+        ("direct: tokens per second (best run)", plain["best_tok_per_s"]),
+        ("ratio daemon / direct (tok/s, best runs)", best_ratio),
+    ]
     print(f"{'figure':<44}{'value':>10}")
     for label, value in rows:
         print(f"{label:<44}{value:>10}")

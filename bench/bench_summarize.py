@@ -38,8 +38,22 @@ PAGE = "/doc/reference/datamodel.html"
 WARM_UP = "/doc/library/bisect.html"
 REPEAT = 2  # runs of each setting; the table shows the fastest (the machine is shared)
 MODEL, WINDOW = "fake-4k", 4096
-HOSTILE = ["/huge", "/huge-declared", "/drip", "/silent", "/loop", "/redirect/6", "/to-ftp",
-           "/pdf", "/png", "/binary", "/empty", "/notext", "/status/404", "/status/500"]
+HOSTILE = [
+    "/huge",
+    "/huge-declared",
+    "/drip",
+    "/silent",
+    "/loop",
+    "/redirect/6",
+    "/to-ftp",
+    "/pdf",
+    "/png",
+    "/binary",
+    "/empty",
+    "/notext",
+    "/status/404",
+    "/status/500",
+]
 
 
 class SlowUpstream(Upstream):
@@ -55,8 +69,12 @@ def fresh_dirs() -> None:
     run = Path(tempfile.mkdtemp(prefix="bs-", dir="/tmp"))
     run.chmod(0o700)
     os.environ["XDG_RUNTIME_DIR"] = str(run)
-    for var, sub in (("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"),
-                     ("XDG_CACHE_HOME", "cache"), ("XDG_STATE_HOME", "state")):  # fmt: skip
+    for var, sub in (
+        ("XDG_DATA_HOME", "data"),
+        ("XDG_CONFIG_HOME", "config"),
+        ("XDG_CACHE_HOME", "cache"),
+        ("XDG_STATE_HOME", "state"),
+    ):
         os.environ[var] = str(base / sub)
 
 
@@ -91,13 +109,20 @@ def one_run(up: Upstream, pages: Pages, concurrency: int | None) -> dict[str, An
     sizes = [q["prompt_tokens"] for q in up.requests]
     worst = max(q["prompt_tokens"] + (q["body"].get("max_tokens") or 0) for q in up.requests)
     return {
-        "concurrency": concurrency or 4, "wall_s": round(wall, 3), "chunks": r["chunks"],
-        "requests": len(sizes), "prompt_tokens_min": min(sizes),
-        "prompt_tokens_median": int(statistics.median(sizes)), "prompt_tokens_max": max(sizes),
-        "prompt_tokens_total": sum(sizes), "max_prompt_plus_max_tokens": worst,
-        "window": WINDOW, "max_in_flight": up.max_concurrent, "chars": r["chars"],
+        "concurrency": concurrency or 4,
+        "wall_s": round(wall, 3),
+        "chunks": r["chunks"],
+        "requests": len(sizes),
+        "prompt_tokens_min": min(sizes),
+        "prompt_tokens_median": int(statistics.median(sizes)),
+        "prompt_tokens_max": max(sizes),
+        "prompt_tokens_total": sum(sizes),
+        "max_prompt_plus_max_tokens": worst,
+        "window": WINDOW,
+        "max_in_flight": up.max_concurrent,
+        "chars": r["chars"],
         "marks_s": {k: round(v, 3) for k, v in sorted(marks.items(), key=lambda kv: kv[1])},
-    }  # fmt: skip
+    }
 
 
 def hostile(up: Upstream, pages: Pages) -> list[dict[str, Any]]:
@@ -126,26 +151,53 @@ def main() -> None:
         runs = [min(every[i : i + REPEAT], key=lambda r: r["wall_s"]) for i in (0, REPEAT)]
         errors = hostile(up, pages)
     ratio = runs[0]["wall_s"] / runs[1]["wall_s"]
-    print(f"page {PAGE} ({runs[0]['chars']:,} chars of text), model window {WINDOW}, "
-          f"latency {BASE_S} s + prompt/{PREFILL} tok/s per request")  # fmt: skip
-    cols = ["concurrency", "wall s", "map s", "chunks", "requests", "prompt tok min/med/max",
-            "max prompt+max_tokens", "in flight"]  # fmt: skip
-    rows = [[r["concurrency"], f"{r['wall_s']:.2f}",
-             f"{r['marks_s']['map_end'] - r['marks_s']['map_start']:.2f}", r["chunks"],
-             r["requests"],
-             f"{r['prompt_tokens_min']}/{r['prompt_tokens_median']}/{r['prompt_tokens_max']}",
-             r["max_prompt_plus_max_tokens"], r["max_in_flight"]] for r in runs]  # fmt: skip
+    print(
+        f"page {PAGE} ({runs[0]['chars']:,} chars of text), model window {WINDOW}, "
+        f"latency {BASE_S} s + prompt/{PREFILL} tok/s per request"
+    )
+    cols = [
+        "concurrency",
+        "wall s",
+        "map s",
+        "chunks",
+        "requests",
+        "prompt tok min/med/max",
+        "max prompt+max_tokens",
+        "in flight",
+    ]
+    rows = [
+        [
+            r["concurrency"],
+            f"{r['wall_s']:.2f}",
+            f"{r['marks_s']['map_end'] - r['marks_s']['map_start']:.2f}",
+            r["chunks"],
+            r["requests"],
+            f"{r['prompt_tokens_min']}/{r['prompt_tokens_median']}/{r['prompt_tokens_max']}",
+            r["max_prompt_plus_max_tokens"],
+            r["max_in_flight"],
+        ]
+        for r in runs
+    ]
     table(cols, rows)
-    print(f"speed-up, concurrency {runs[1]['concurrency']} vs 1: {ratio:.2f}x wall, "
-          f"{float(rows[0][2]) / float(rows[1][2]):.2f}x for the map stage\n")
-    table(["hostile URL", "reason", "seconds"],
-          [[e["path"], e["reason"], e["seconds"]] for e in errors])  # fmt: skip
+    print(
+        f"speed-up, concurrency {runs[1]['concurrency']} vs 1: {ratio:.2f}x wall, "
+        f"{float(rows[0][2]) / float(rows[1][2]):.2f}x for the map stage\n"
+    )
+    table(
+        ["hostile URL", "reason", "seconds"],
+        [[e["path"], e["reason"], e["seconds"]] for e in errors],
+    )
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
-    summary = {"page": PAGE, "model_window": WINDOW,
-               "latency": {"base_s": BASE_S, "prefill_tok_s": PREFILL},
-               "runs": runs, "all_runs": every, "speedup": round(ratio, 3),
-               "hostile": errors}  # fmt: skip
+    summary = {
+        "page": PAGE,
+        "model_window": WINDOW,
+        "latency": {"base_s": BASE_S, "prefill_tok_s": PREFILL},
+        "runs": runs,
+        "all_runs": every,
+        "speedup": round(ratio, 3),
+        "hostile": errors,
+    }
     text = json.dumps(summary, indent=2, ensure_ascii=False)
     (results / "summarize.json").write_text(text + "\n")
 
@@ -154,6 +206,7 @@ def table(head: list[str], rows: list[list[Any]]) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=False)]
     for row in [head, *rows]:
         print("  ".join(str(x).rjust(w) for x, w in zip(row, widths, strict=False)))
+
 
 if __name__ == "__main__":
     main()

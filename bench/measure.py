@@ -93,21 +93,51 @@ def bench_cold(rows: list[Row], d: DaemonProc, up: UpstreamProc, runs: int) -> d
         for k, v in got.items():
             if i:
                 res.setdefault(k, []).append(v)
-    m = {k: (median([a for a, _ in v]) * 1000, median([b for _, b in v]) * 1000)
-         for k, v in res.items()}  # fmt: skip
+    m = {
+        k: (median([a for a, _ in v]) * 1000, median([b for _, b in v]) * 1000)
+        for k, v in res.items()
+    }
     s = "1 first token"
     rows += [
-        Row(s, "assistantctl chat (cold process): first token", m["ctl"][0], "ms",
-            m["sdk"][0], "cold SDK script", "≤ 0.20x", m["ctl"][0] <= 0.2 * m["sdk"][0]),
-        Row(s, "assistantctl chat (cold process): total", m["ctl"][1], "ms",
-            m["sdk"][1], "cold SDK script", "≤ 0.20x (≥5x faster)",
-            m["ctl"][1] <= 0.2 * m["sdk"][1]),
-    ]  # fmt: skip
-    for k, what in (("", "100 tokens at once"), ("short", "5 tokens"),
-                    ("paced", "5 tokens at 50/s")):  # fmt: skip
+        Row(
+            s,
+            "assistantctl chat (cold process): first token",
+            m["ctl"][0],
+            "ms",
+            m["sdk"][0],
+            "cold SDK script",
+            "≤ 0.20x",
+            m["ctl"][0] <= 0.2 * m["sdk"][0],
+        ),
+        Row(
+            s,
+            "assistantctl chat (cold process): total",
+            m["ctl"][1],
+            "ms",
+            m["sdk"][1],
+            "cold SDK script",
+            "≤ 0.20x (≥5x faster)",
+            m["ctl"][1] <= 0.2 * m["sdk"][1],
+        ),
+    ]
+    for k, what in (
+        ("", "100 tokens at once"),
+        ("short", "5 tokens"),
+        ("paced", "5 tokens at 50/s"),
+    ):
         v, b = m[f"warm_daemon{k}"][0], m[f"warm_sdk{k}"][0]
-        rows.append(Row(s, f"warm client via daemon: first token ({what})", v, "ms", b,
-                        "SDK in a warm process", "≤ +2 ms", v - b < 2.0))  # fmt: skip
+        rows.append(
+            Row(
+                s,
+                f"warm client via daemon: first token ({what})",
+                v,
+                "ms",
+                b,
+                "SDK in a warm process",
+                "≤ +2 ms",
+                v - b < 2.0,
+            )
+        )
     rows.append(
         Row(
             s,
@@ -142,12 +172,17 @@ def bench_relay(rows: list[Row], d: DaemonProc, up: UpstreamProc, runs: int) -> 
     direct_s, via_s = median(dt), median(vt)
     s = "2 relay"
     rows += [
-        Row(s, "500 chunks via daemon: chunks/s", 500 / via_s, "/s", 500 / direct_s,
-            "SDK direct"),
-        Row(s, "500 chunks via daemon: time per chunk", via_s / 500 * 1e6, "µs",
-            direct_s / 500 * 1e6, "SDK direct"),
+        Row(s, "500 chunks via daemon: chunks/s", 500 / via_s, "/s", 500 / direct_s, "SDK direct"),
+        Row(
+            s,
+            "500 chunks via daemon: time per chunk",
+            via_s / 500 * 1e6,
+            "µs",
+            direct_s / 500 * 1e6,
+            "SDK direct",
+        ),
         Row(s, "relay overhead per chunk (via − direct)", (via_s - direct_s) / 500 * 1e6, "µs"),
-    ]  # fmt: skip
+    ]
     return {"direct_s": dt, "via_daemon_s": vt, "chunks": 500}
 
 
@@ -168,8 +203,12 @@ async def _stream_via(path: Path, i: int, gate: asyncio.Event, prompt: str) -> d
                 break
     finally:
         writer.close()
-    return {"ttft": first - t0 if first else None, "total": time.perf_counter() - t0,
-            "chunks": n, "error": msg.get("error")}  # fmt: skip
+    return {
+        "ttft": first - t0 if first else None,
+        "total": time.perf_counter() - t0,
+        "chunks": n,
+        "error": msg.get("error"),
+    }
 
 
 async def _stream_direct(client: Any, gate: asyncio.Event, prompt: str) -> dict[str, Any]:
@@ -183,8 +222,12 @@ async def _stream_direct(client: Any, gate: asyncio.Event, prompt: str) -> dict[
         if ch.choices and ch.choices[0].delta.content:
             n += 1
             first = first or time.perf_counter()
-    return {"ttft": first - t0 if first else None, "total": time.perf_counter() - t0,
-            "chunks": n, "error": None}  # fmt: skip
+    return {
+        "ttft": first - t0 if first else None,
+        "total": time.perf_counter() - t0,
+        "chunks": n,
+        "error": None,
+    }
 
 
 async def _level(n: int, prompt: str, path: Path | None, base_url: str) -> list[dict[str, Any]]:
@@ -226,8 +269,9 @@ class Sampler(threading.Thread):
         self.join()
 
 
-def bench_concurrency(rows: list[Row], d: DaemonProc, up: UpstreamProc,
-                      levels: tuple[int, ...], chunks: int) -> dict[str, Any]:  # fmt: skip
+def bench_concurrency(
+    rows: list[Row], d: DaemonProc, up: UpstreamProc, levels: tuple[int, ...], chunks: int
+) -> dict[str, Any]:
     """N concurrent streams of ``chunks`` chunks each, via the daemon and direct."""
     prompt = f"[[words:{chunks}]] concurrent"
     out: dict[str, Any] = {}
@@ -250,24 +294,57 @@ def bench_concurrency(rows: list[Row], d: DaemonProc, up: UpstreamProc,
         rss_ok = peak_mb < 200 and len(done) == n
         top = n == max(levels)
         rows += [
-            Row(s, f"{n} streams: completed (errors: {len(errors)})", len(done), f"of {n}",
-                target="all, no error" if top else "", met=len(done) == n if top else None),
-            Row(s, f"{n} streams: p50 first token", pct(ttft, 50), "ms", pct(dttft, 50),
-                f"{n} direct AsyncOpenAI streams"),
-            Row(s, f"{n} streams: p99 first token", pct(ttft, 99), "ms", pct(dttft, 99),
-                f"{n} direct AsyncOpenAI streams"),
-            Row(s, f"{n} streams: daemon peak RSS", peak_mb, "MB", status["VmRSS"] / 1024,
-                "its RSS after", "< 200 MB" if top else "", rss_ok if top else None),
-        ]  # fmt: skip
-        out[str(n)] = {"wall_s": wall, "completed": len(done), "errors": errors[:5],
-                       "ttft_ms": ttft, "direct_ttft_ms": dttft, "peak_rss_mb": peak_mb,
-                       "rss_after_mb": status["VmRSS"] / 1024,
-                       "direct_wall_s": max(r["total"] for r in direct)}  # fmt: skip
+            Row(
+                s,
+                f"{n} streams: completed (errors: {len(errors)})",
+                len(done),
+                f"of {n}",
+                target="all, no error" if top else "",
+                met=len(done) == n if top else None,
+            ),
+            Row(
+                s,
+                f"{n} streams: p50 first token",
+                pct(ttft, 50),
+                "ms",
+                pct(dttft, 50),
+                f"{n} direct AsyncOpenAI streams",
+            ),
+            Row(
+                s,
+                f"{n} streams: p99 first token",
+                pct(ttft, 99),
+                "ms",
+                pct(dttft, 99),
+                f"{n} direct AsyncOpenAI streams",
+            ),
+            Row(
+                s,
+                f"{n} streams: daemon peak RSS",
+                peak_mb,
+                "MB",
+                status["VmRSS"] / 1024,
+                "its RSS after",
+                "< 200 MB" if top else "",
+                rss_ok if top else None,
+            ),
+        ]
+        out[str(n)] = {
+            "wall_s": wall,
+            "completed": len(done),
+            "errors": errors[:5],
+            "ttft_ms": ttft,
+            "direct_ttft_ms": dttft,
+            "peak_rss_mb": peak_mb,
+            "rss_after_mb": status["VmRSS"] / 1024,
+            "direct_wall_s": max(r["total"] for r in direct),
+        }
     return out
 
 
-def bench_startup(rows: list[Row], base: Path, env: dict[str, str], up: UpstreamProc,
-                  runs: int) -> dict[str, Any]:  # fmt: skip
+def bench_startup(
+    rows: list[Row], base: Path, env: dict[str, str], up: UpstreamProc, runs: int
+) -> dict[str, Any]:
     """Spawn to ready (daemon/status answers), idle RSS cold and after one chat."""
     ready, idle, warm = [], [], []
     for i in range(runs):
@@ -286,13 +363,24 @@ def bench_startup(rows: list[Row], base: Path, env: dict[str, str], up: Upstream
     bare = _bare_rss(env)
     s = "5 start-up"
     rows += [
-        Row(s, "daemon spawn to ready (status answers)", median(ready), "ms", median(floor),
-            "python -c pass"),
+        Row(
+            s,
+            "daemon spawn to ready (status answers)",
+            median(ready),
+            "ms",
+            median(floor),
+            "python -c pass",
+        ),
         Row(s, "idle daemon RSS (just started)", median(idle), "MB", bare, "a bare python"),
         Row(s, "idle daemon RSS (after one chat)", median(warm), "MB", bare, "a bare python"),
-    ]  # fmt: skip
-    return {"ready_ms": ready, "idle_rss_mb": idle, "warm_idle_rss_mb": warm,
-            "python_floor_ms": floor, "bare_python_rss_mb": bare}  # fmt: skip
+    ]
+    return {
+        "ready_ms": ready,
+        "idle_rss_mb": idle,
+        "warm_idle_rss_mb": warm,
+        "python_floor_ms": floor,
+        "bare_python_rss_mb": bare,
+    }
 
 
 def _bare_rss(env: dict[str, str]) -> float:
@@ -310,9 +398,11 @@ def _bare_rss(env: dict[str, str]) -> float:
 
 def bench_cli(rows: list[Row], d: DaemonProc, runs: int) -> dict[str, Any]:
     """``assistantctl daemon status`` as a cold process vs python floors."""
-    cmds = {"ctl": [*assistantctl(), "daemon", "status"],
-            "import_openai": [PY, "-c", "import openai; print(1)"],
-            "floor": [PY, "-c", "print(1)"]}  # fmt: skip
+    cmds = {
+        "ctl": [*assistantctl(), "daemon", "status"],
+        "import_openai": [PY, "-c", "import openai; print(1)"],
+        "floor": [PY, "-c", "print(1)"],
+    }
     expect = {"ctl": "assistantd", "import_openai": "1", "floor": "1"}
     res: dict[str, list[float]] = {k: [] for k in cmds}
     for i in range(runs + 1):
@@ -323,9 +413,14 @@ def bench_cli(rows: list[Row], d: DaemonProc, runs: int) -> dict[str, Any]:
     m = {k: median(v) for k, v in res.items()}
     s = "6 cli"
     rows += [
-        Row(s, "assistantctl daemon status (cold)", m["ctl"], "ms", m["import_openai"],
-            'python -c "import openai"'),
-        Row(s, "assistantctl daemon status (cold)", m["ctl"], "ms", m["floor"],
-            "python -c pass"),
-    ]  # fmt: skip
+        Row(
+            s,
+            "assistantctl daemon status (cold)",
+            m["ctl"],
+            "ms",
+            m["import_openai"],
+            'python -c "import openai"',
+        ),
+        Row(s, "assistantctl daemon status (cold)", m["ctl"], "ms", m["floor"], "python -c pass"),
+    ]
     return {"median_ms": m, "samples_ms": res}

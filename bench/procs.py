@@ -75,8 +75,9 @@ def reset_peak(pid: int) -> bool:
 def run_timed(cmd: list[str], env: dict[str, str], expect: str = "") -> tuple[float, float]:
     """Run a cold process with stdout to a pipe: (seconds to its first byte, to its exit)."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, env=env)  # fmt: skip
+    p = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
     assert p.stdout is not None and p.stderr is not None
     first = os.read(p.stdout.fileno(), 1 << 16)
     t_first = time.perf_counter()
@@ -93,8 +94,13 @@ class UpstreamProc:
     """``python -m tests.upstream --port 0`` in its own process."""
 
     def __init__(self, root: Path, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([PY, "-m", "tests.upstream", "--port", "0"], cwd=root,
-                                     env=env, stdout=subprocess.PIPE, text=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [PY, "-m", "tests.upstream", "--port", "0"],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().split()
         if line[:1] != ["READY"]:
@@ -122,8 +128,9 @@ needs_key = false
 class DaemonProc:
     """A daemon (``python -m assistantd``) on its own socket and, optionally, data dir."""
 
-    def __init__(self, env: dict[str, str], base_url: str, name: str = "",
-                 data_home: Path | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, env: dict[str, str], base_url: str, name: str = "", data_home: Path | None = None
+    ) -> None:
         """The unnamed daemon uses the default config and socket paths, as a user's does;
         named ones get their own config file, socket and (optionally) data folder."""
         run, conf = Path(env["XDG_RUNTIME_DIR"]), Path(env["XDG_CONFIG_HOME"])
@@ -137,9 +144,12 @@ class DaemonProc:
             self.env["XDG_DATA_HOME"] = str(data_home)
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            [PY, "-m", "assistantd", "--quiet", *args], env=self.env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+            [PY, "-m", "assistantd", "--quiet", *args],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         self.ready_s = self.wait_ready()
 
     @property

@@ -34,9 +34,13 @@ KEY_VARS = ("OPENAI_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY", "XAI_API_KEY",
 
 def isolate(base: Path) -> dict[str, str]:
     """Point this process (and its children) at fresh XDG folders under ``base``."""
-    for var, sub in (("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"),
-                     ("XDG_CACHE_HOME", "cache"), ("XDG_STATE_HOME", "state"),
-                     ("XDG_RUNTIME_DIR", "run")):  # fmt: skip
+    for var, sub in (
+        ("XDG_DATA_HOME", "data"),
+        ("XDG_CONFIG_HOME", "config"),
+        ("XDG_CACHE_HOME", "cache"),
+        ("XDG_STATE_HOME", "state"),
+        ("XDG_RUNTIME_DIR", "run"),
+    ):
         (base / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         os.environ[var] = str(base / sub)
     for var in ("ASSISTANTD_SOCKET", "ASSISTANTD_CONFIG", "LISTEN_FDS", "LISTEN_PID", *KEY_VARS):
@@ -55,11 +59,15 @@ def machine() -> dict[str, Any]:
             cpu = line.split(":", 1)[1].strip()
             break
     return {
-        "nproc": os.cpu_count(), "memory_gib": round(mem_kib / 1024**2, 1), "cpu": cpu,
-        "python": platform.python_version(), "uname": " ".join(platform.uname()),
-        "sqlite": __import__("sqlite3").sqlite_version, "loadavg": os.getloadavg(),
+        "nproc": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1024**2, 1),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "uname": " ".join(platform.uname()),
+        "sqlite": __import__("sqlite3").sqlite_version,
+        "loadavg": os.getloadavg(),
         "openai": __import__("importlib.metadata").metadata.version("openai"),
-    }  # fmt: skip
+    }
 
 
 def fmt(v: float | None, unit: str) -> str:
@@ -100,9 +108,12 @@ def markdown(rows: list[Row], info: dict[str, Any], command: str) -> str:
     lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
     lines += ["| " + " | ".join(c) + " |" for c in cells[1:]]
     m = info
-    head = [f"- {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB memory",
-            f"- Python {m['python']}, SQLite {m['sqlite']}, openai {m['openai']}",
-            f"- `{m['uname']}`", f"- command: `{command}`"]  # fmt: skip
+    head = [
+        f"- {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB memory",
+        f"- Python {m['python']}, SQLite {m['sqlite']}, openai {m['openai']}",
+        f"- `{m['uname']}`",
+        f"- command: `{command}`",
+    ]
     return "\n".join([*head, "", *lines, ""])
 
 
@@ -115,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         help="where to write the figures (default: bench/results/bench.json)",
     )
     ap.add_argument("--markdown", help="also write the table as Markdown here")
-    ap.add_argument("--only", help="comma-separated sections: cold,relay,concurrency,store,"
-                                   "startup,cli")  # fmt: skip
+    ap.add_argument(
+        "--only", help="comma-separated sections: cold,relay,concurrency,store,startup,cli"
+    )
     args = ap.parse_args(argv)
     only = set(args.only.split(",")) if args.only else None
     q = args.quick
@@ -133,16 +145,31 @@ def main(argv: list[str] | None = None) -> int:
             sections: list[tuple[str, Callable[[], dict[str, Any]]]] = [
                 ("cold", lambda: measure.bench_cold(rows, daemon, upstream, runs=5 if q else 20)),
                 ("relay", lambda: measure.bench_relay(rows, daemon, upstream, runs=3 if q else 10)),
-                ("concurrency", lambda: measure.bench_concurrency(
-                    rows, daemon, upstream, levels=(1, 10, 100), chunks=500)),
-                ("store", lambda: storebench.bench_store(
-                    rows, base, env, upstream, daemon,
-                    conversations=10_000 if q else 100_000, per_conversation=10,
-                    runs=10 if q else 30)),
-                ("startup", lambda: measure.bench_startup(rows, base, env, upstream,
-                                                          runs=3 if q else 10)),
+                (
+                    "concurrency",
+                    lambda: measure.bench_concurrency(
+                        rows, daemon, upstream, levels=(1, 10, 100), chunks=500
+                    ),
+                ),
+                (
+                    "store",
+                    lambda: storebench.bench_store(
+                        rows,
+                        base,
+                        env,
+                        upstream,
+                        daemon,
+                        conversations=10_000 if q else 100_000,
+                        per_conversation=10,
+                        runs=10 if q else 30,
+                    ),
+                ),
+                (
+                    "startup",
+                    lambda: measure.bench_startup(rows, base, env, upstream, runs=3 if q else 10),
+                ),
                 ("cli", lambda: measure.bench_cli(rows, daemon, runs=5 if q else 20)),
-            ]  # fmt: skip
+            ]
             for name, run in sections:
                 if only and name not in only:
                     continue
@@ -160,12 +187,20 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(rows)
     elapsed = time.monotonic() - started
-    print(f"\n{info['nproc']} cores, {info['memory_gib']} GiB, Python {info['python']}; "
-          f"{elapsed:.0f} s in all")  # fmt: skip
+    print(
+        f"\n{info['nproc']} cores, {info['memory_gib']} GiB, Python {info['python']}; "
+        f"{elapsed:.0f} s in all"
+    )
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"machine": info, "quick": q, "seconds": round(elapsed, 1), "command": command,
-           "rows": [r.as_json() for r in rows], "raw": raw}  # fmt: skip
+    doc = {
+        "machine": info,
+        "quick": q,
+        "seconds": round(elapsed, 1),
+        "command": command,
+        "rows": [r.as_json() for r in rows],
+        "raw": raw,
+    }
     out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     if args.markdown:
         Path(args.markdown).write_text(markdown(rows, info, command))

@@ -21,8 +21,9 @@ ABSENT = "qqqnowhere"
 def _vocabulary(rng: random.Random, n: int) -> tuple[list[str], list[float]]:
     """Pseudo-words with Zipf-like frequencies (word i has weight 1/(i+1))."""
     letters = "abcdefghijklmnopqrstuvwxyz"
-    words = list(dict.fromkeys("".join(rng.choices(letters, k=rng.randint(3, 9)))
-                               for _ in range(n * 2)))[:n]  # fmt: skip
+    words = list(
+        dict.fromkeys("".join(rng.choices(letters, k=rng.randint(3, 9))) for _ in range(n * 2))
+    )[:n]
     return words, list(accumulate(1 / (i + 1) for i in range(n)))
 
 
@@ -61,26 +62,68 @@ def populate(path: Path, conversations: int, per: int, seed: int = 42) -> dict[s
             mid = f"m{int(t.timestamp() * 1000) + j:011x}{rng.getrandbits(32):08x}"
             n, at = len(words), ts(t + timedelta(seconds=j))
             if j % 2 == 0:
-                msgs.append((mid, cid, j + 1, "user", text, "complete", "fake-echo", "fake",
-                             None, None, None, None, n, at))  # fmt: skip
+                msgs.append(
+                    (
+                        mid,
+                        cid,
+                        j + 1,
+                        "user",
+                        text,
+                        "complete",
+                        "fake-echo",
+                        "fake",
+                        None,
+                        None,
+                        None,
+                        None,
+                        n,
+                        at,
+                    )
+                )
             else:
-                msgs.append((mid, cid, j + 1, "assistant", text, "complete", "fake-echo", "fake",
-                             "stop", 100, n, 100 + n, n, at))  # fmt: skip
+                msgs.append(
+                    (
+                        mid,
+                        cid,
+                        j + 1,
+                        "assistant",
+                        text,
+                        "complete",
+                        "fake-echo",
+                        "fake",
+                        "stop",
+                        100,
+                        n,
+                        100 + n,
+                        n,
+                        at,
+                    )
+                )
             search.append((cid, text))
         if len(msgs) >= 20_000 or k == conversations - 1:
-            db.executemany("INSERT INTO conversations(id, title, model, provider, system, source,"
-                           " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)", convs)  # fmt: skip
-            db.executemany("INSERT INTO messages(id, conversation_id, seq, role, content, status,"
-                           " model, provider, finish_reason, prompt_tokens, completion_tokens,"
-                           " total_tokens, tokens, created_at)"
-                           " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", msgs)  # fmt: skip
+            db.executemany(
+                "INSERT INTO conversations(id, title, model, provider, system, source,"
+                " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                convs,
+            )
+            db.executemany(
+                "INSERT INTO messages(id, conversation_id, seq, role, content, status,"
+                " model, provider, finish_reason, prompt_tokens, completion_tokens,"
+                " total_tokens, tokens, created_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                msgs,
+            )
             db.executemany("INSERT INTO search(conversation_id, text) VALUES (?, ?)", search)
             convs, msgs, search = [], [], []
     db.execute("COMMIT")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.close()
-    return {"common": vocab[0], "mid": vocab[200], "sample": sample,
-            "seconds": time.perf_counter() - t0}  # fmt: skip
+    return {
+        "common": vocab[0],
+        "mid": vocab[200],
+        "sample": sample,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def _timed(fn: Any, runs: int, budget_s: float = 4.0) -> list[float]:
@@ -94,9 +137,16 @@ def _timed(fn: Any, runs: int, budget_s: float = 4.0) -> list[float]:
     return out
 
 
-def bench_store(rows: list[Row], base: Path, env: dict[str, str], up: UpstreamProc,
-                main: DaemonProc, conversations: int, per_conversation: int,
-                runs: int) -> dict[str, Any]:  # fmt: skip
+def bench_store(
+    rows: list[Row],
+    base: Path,
+    env: dict[str, str],
+    up: UpstreamProc,
+    main: DaemonProc,
+    conversations: int,
+    per_conversation: int,
+    runs: int,
+) -> dict[str, Any]:
     """list, get, search and append at ``conversations`` x ``per_conversation`` messages."""
     from assistantd.store import Store
 
@@ -119,8 +169,9 @@ def bench_store(rows: list[Row], base: Path, env: dict[str, str], up: UpstreamPr
         res["list"] = _timed(lambda: call("conversations/list", {"limit": 50}), runs)
         res["list_sql"] = _timed(lambda: direct.list_conversations(50, 0, None), runs)
         deep = conversations // 2
-        res["list_deep"] = _timed(lambda: call("conversations/list", {"limit": 50, "offset": deep}),
-                                  runs)  # fmt: skip
+        res["list_deep"] = _timed(
+            lambda: call("conversations/list", {"limit": 50, "offset": deep}), runs
+        )
         res["get"] = _timed(lambda: call("conversations/get", {"id": rng.choice(sample)}), runs)
         res["get_sql"] = _timed(lambda: direct.messages(rng.choice(sample)), runs)
         hits = {}
@@ -133,8 +184,9 @@ def bench_store(rows: list[Row], base: Path, env: dict[str, str], up: UpstreamPr
             )
             hits[name] = call("conversations/list", {"limit": 1, "query": q})["total"]
         target = sample[0]
-        res["append_sql"] = _timed(lambda: direct.add_message(target, "user", "one more line"),
-                                   runs)  # fmt: skip
+        res["append_sql"] = _timed(
+            lambda: direct.add_message(target, "user", "one more line"), runs
+        )
         big, small = ViaDaemon(d), ViaDaemon(main)
 
         def send(v: ViaDaemon, cid: str | None) -> str:
@@ -159,23 +211,58 @@ def bench_store(rows: list[Row], base: Path, env: dict[str, str], up: UpstreamPr
     s = f"4 store {conversations // 1000}k/{n_msgs // 1000}k"
     sql = "same SQL in-process"
     rows += [
-        Row(s, "conversations/list (newest 50)", m["list"], "ms", m["list_sql"], sql,
-            "< 50 ms", m["list"] < 50),
-        Row(s, f"conversations/list offset {deep:,}", m["list_deep"], "ms", m["status"],
-            "daemon/status"),
+        Row(
+            s,
+            "conversations/list (newest 50)",
+            m["list"],
+            "ms",
+            m["list_sql"],
+            sql,
+            "< 50 ms",
+            m["list"] < 50,
+        ),
+        Row(
+            s,
+            f"conversations/list offset {deep:,}",
+            m["list_deep"],
+            "ms",
+            m["status"],
+            "daemon/status",
+        ),
         Row(s, "conversations/get (10 messages)", m["get"], "ms", m["get_sql"], sql),
-    ]  # fmt: skip
+    ]
     for name in queries:
-        rows.append(Row(s, f"search '{name}' ({hits[name]:,} conversations match)",
-                        m[f"search_{name}"], "ms", m[f"search_{name}_sql"], sql, "< 50 ms",
-                        m[f"search_{name}"] < 50))  # fmt: skip
+        rows.append(
+            Row(
+                s,
+                f"search '{name}' ({hits[name]:,} conversations match)",
+                m[f"search_{name}"],
+                "ms",
+                m[f"search_{name}_sql"],
+                sql,
+                "< 50 ms",
+                m[f"search_{name}"] < 50,
+            )
+        )
     rows += [
-        Row(s, "append: Store.add_message", m["append_sql"], "ms", m["status"],
-            "daemon/status"),
-        Row(s, "chat/send to a stored conversation", m["send_big"], "ms", m["send_small"],
-            "same on a near-empty store"),
+        Row(s, "append: Store.add_message", m["append_sql"], "ms", m["status"], "daemon/status"),
+        Row(
+            s,
+            "chat/send to a stored conversation",
+            m["send_big"],
+            "ms",
+            m["send_small"],
+            "same on a near-empty store",
+        ),
         Row(s, "database size", total_mb, "MB", size_mb, "right after the set-up"),
-    ]  # fmt: skip
-    return {"median_ms": m, "samples_ms": res, "hits": hits, "size_mb": total_mb,
-            "populate_s": info["seconds"], "conversations": conversations,
-            "messages": n_msgs, "ready_s": d.ready_s}  # fmt: skip
+    ]
+    return {
+        "median_ms": m,
+        "samples_ms": res,
+        "hits": hits,
+        "size_mb": total_mb,
+        "populate_s": info["seconds"],
+        "conversations": conversations,
+        "messages": n_msgs,
+        "ready_s": d.ready_s,
+    }

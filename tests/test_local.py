@@ -43,8 +43,12 @@ def _xdg(mp: pytest.MonkeyPatch, base: Path) -> None:
     runtime = Path(tempfile.mkdtemp(prefix="adl-", dir="/tmp"))
     runtime.chmod(0o700)
     mp.setenv("XDG_RUNTIME_DIR", str(runtime))
-    for var, sub in (("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"),
-                     ("XDG_CACHE_HOME", "cache"), ("XDG_STATE_HOME", "state")):  # fmt: skip
+    for var, sub in (
+        ("XDG_DATA_HOME", "data"),
+        ("XDG_CONFIG_HOME", "config"),
+        ("XDG_CACHE_HOME", "cache"),
+        ("XDG_STATE_HOME", "state"),
+    ):
         mp.setenv(var, str(base / sub))
     for var in ("ASSISTANTD_SOCKET", "ASSISTANTD_CONFIG", "OPENAI_API_KEY"):
         mp.delenv(var, raising=False)
@@ -60,13 +64,16 @@ def user_server(gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def shared(gguf: Path, user_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def shared(
+    gguf: Path, user_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Daemon]:
     """One daemon with a managed ``gemma``, a ``broken`` one (no model file), the user's
     llama-server as ``llama`` and an LM Studio where nothing listens."""
     config = (
         llama_env.local_config("gemma", gguf)
         + llama_env.local_config("broken", gguf.parent / "missing.gguf").replace(
-            'alias = "gemma-3-270m"', 'alias = "broken-model"')
+            'alias = "gemma-3-270m"', 'alias = "broken-model"'
+        )
         + f'[providers.llama]\nbase_url = "{user_server.base_url}"\n'
         + f'[providers.lmstudio]\nbase_url = "http://127.0.0.1:{free_port()}/v1"\n'
     )
@@ -94,8 +101,9 @@ def test_first_send_starts_the_server_and_streams(shared: Daemon) -> None:
     real top-3 logprobs (greedy: the chosen token is the top one) and usage come through."""
     assert entry(shared, "gemma")["state"] == "stopped"
     t0 = time.monotonic()
-    r, deltas = send(shared, message="Hello", model="gemma-3-270m", max_tokens=12,
-                     temperature=0, top_logprobs=3)  # fmt: skip
+    r, deltas = send(
+        shared, message="Hello", model="gemma-3-270m", max_tokens=12, temperature=0, top_logprobs=3
+    )
     print(f"\ncold start to answer: {time.monotonic() - t0:.2f} s")
     assert r["provider"] == "gemma" and r["model"] == "gemma-3-270m"
     assert len(deltas) > 1 and r["text"] == "".join(d["text"] for d in deltas)
@@ -130,8 +138,9 @@ def test_long_conversation_is_trimmed_to_the_real_window(shared: Daemon) -> None
     turns are left out, and the server never sees a prompt it would refuse."""
     para = SENTENCE * 160
     r1, _ = send(shared, message=para + "First.", model="gemma-3-270m", max_tokens=4)
-    r2, _ = send(shared, message=para + "Second.", conversation_id=r1["conversation_id"],
-                 max_tokens=4)  # fmt: skip
+    r2, _ = send(
+        shared, message=para + "Second.", conversation_id=r1["conversation_id"], max_tokens=4
+    )
     assert r1["usage"]["prompt_tokens"] + r2["usage"]["prompt_tokens"] > 4096
     assert r2["trimmed"] >= 2 and r2["finish_reason"] in ("length", "stop")
     assert r2["usage"]["prompt_tokens"] < 4096
@@ -152,8 +161,11 @@ def test_crash_mid_answer_is_restarted(shared: Daemon) -> None:
             killed.set()
 
     with shared.client() as c, pytest.raises(RpcError) as broken:
-        c.call("chat/send", {"message": "Tell me a long story.", "model": "gemma-3-270m",
-                             "max_tokens": 400}, on_notify=on_delta)  # fmt: skip
+        c.call(
+            "chat/send",
+            {"message": "Tell me a long story.", "model": "gemma-3-270m", "max_tokens": 400},
+            on_notify=on_delta,
+        )
     assert killed.is_set() and broken.value.code == -32003
     assert "partial_text" in broken.value.data
     assert llama_env.wait_gone(pid)
@@ -210,11 +222,24 @@ def test_user_run_llama_server_is_probed(shared: Daemon, user_server: Any) -> No
 def test_cli_local_commands(shared: Daemon) -> None:
     """assistantctl local list|logs|stop|start drive the managed server, and a subscribed
     client hears each state change as a local/state event."""
+
     def ctl(*args: str) -> str:
         out = subprocess.run(
-            [sys.executable, "-m", "assistantd.cli", "--socket", str(shared.socket), "--no-autostart",
-             "local", *args], capture_output=True, text=True, cwd=ROOT, timeout=120,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "assistantd.cli",
+                "--socket",
+                str(shared.socket),
+                "--no-autostart",
+                "local",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+        )
         assert out.returncode == 0, out.stderr
         return out.stdout
 
@@ -224,8 +249,10 @@ def test_cli_local_commands(shared: Daemon) -> None:
     watcher.send(req(1, "daemon/subscribe", {"events": ["local/state"]}))
     watcher.response(1)
     listing = ctl("list")
-    assert any(line.split()[:4] == ["gemma", "llama-server", "managed", "ready"]
-               for line in listing.splitlines())  # fmt: skip
+    assert any(
+        line.split()[:4] == ["gemma", "llama-server", "managed", "ready"]
+        for line in listing.splitlines()
+    )
     assert "LM Studio is not running" in listing
     assert "llama-server" in ctl("logs", "gemma", "-n", "200")
     assert ctl("stop", "gemma").strip() == "gemma: stopped"
@@ -274,9 +301,23 @@ def test_no_key_default_is_the_bundled_model(make_daemon: Any) -> None:
     status = d.call("daemon/status")
     assert status["default_model"] == "gemma-3-270m" and "gemma" in status["providers"]
     out = subprocess.run(
-        [sys.executable, "-m", "assistantd.cli", "--no-autostart", "chat", "--max-tokens", "8",
-         "-v", "Hello"], capture_output=True, text=True, cwd=ROOT, timeout=180, env=d.env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "assistantd.cli",
+            "--no-autostart",
+            "chat",
+            "--max-tokens",
+            "8",
+            "-v",
+            "Hello",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=180,
+        env=d.env,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() and "[gemma-3-270m via gemma:" in out.stderr
     providers = d.call("providers/list")["providers"]

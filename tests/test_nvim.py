@@ -38,8 +38,19 @@ def nvim_command(script: str) -> tuple[list[str], Path]:
     out = Path(os.environ["XDG_STATE_HOME"]) / f"nvim-{script}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
-    cmd = [nvim, "--headless", "-u", "NONE", "-i", "NONE", "-n",
-           "--cmd", "set rtp^=clients/nvim", "-c", f"luafile tests/nvim/{script}"]  # fmt: skip
+    cmd = [
+        nvim,
+        "--headless",
+        "-u",
+        "NONE",
+        "-i",
+        "NONE",
+        "-n",
+        "--cmd",
+        "set rtp^=clients/nvim",
+        "-c",
+        f"luafile tests/nvim/{script}",
+    ]
     return cmd, out
 
 
@@ -54,9 +65,13 @@ def run_nvim(script: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run tests/nvim/<script> to its end and return what it wrote."""
     cmd, out = nvim_command(script)
     proc = subprocess.run(
-        cmd, cwd=ROOT, env={**os.environ, "NVIM_TEST_OUT": str(out), **(env or {})},
-        stdin=subprocess.DEVNULL, capture_output=True, timeout=NVIM_TIMEOUT,
-    )  # fmt: skip
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, "NVIM_TEST_OUT": str(out), **(env or {})},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=NVIM_TIMEOUT,
+    )
     return read_result(out, f"rc {proc.returncode}: {proc.stderr!r}")
 
 
@@ -71,10 +86,18 @@ class Turns:
         self.stderr = folder / "nvim-stderr.log"
         with self.stderr.open("wb") as err:
             self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                env={**os.environ, **env, "NVIM_TEST_OUT": str(self.out),
-                     "NVIM_TEST_SIGNALS": str(folder)},
-            )  # fmt: skip
+                cmd,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env={
+                    **os.environ,
+                    **env,
+                    "NVIM_TEST_OUT": str(self.out),
+                    "NVIM_TEST_SIGNALS": str(folder),
+                },
+            )
 
     def go(self, step: str, **data: Any) -> None:
         tmp = self.folder / f"go-{step}.tmp"
@@ -139,10 +162,12 @@ def test_replace_selection_undoable(daemon: Daemon, upstream: Upstream) -> None:
     selection as context, and a single `u` restores the original text."""
     r = run_nvim("replace.lua", daemon_env(daemon))
     original = ["alpha", "beta gamma", "delta"]
-    assert r["charwise"] == {"before": original, "after": ["alpha", "REPLACED gamma", "delta"],
-                             "undone": original}  # fmt: skip
-    assert r["linewise"] == {"before": original, "after": ["ONE TWO", "delta"],
-                             "undone": original}  # fmt: skip
+    assert r["charwise"] == {
+        "before": original,
+        "after": ["alpha", "REPLACED gamma", "delta"],
+        "undone": original,
+    }
+    assert r["linewise"] == {"before": original, "after": ["ONE TWO", "delta"], "undone": original}
     assert r["windows"] == 1  # no split: the answer went into the text
     sent = [json.dumps(q["body"]["messages"]) for q in upstream.requests]
     assert "beta" in sent[0] and "gamma" not in sent[0]  # only the selected word
@@ -195,8 +220,10 @@ def test_conversation_picker_reopens_and_continues(daemon: Daemon) -> None:
     assert "## You\n[[reply:newer answer]] second topic\n\n## Assistant\nnewer answer" in text
     assert r["lines"][-2:] == ["## You", ""]
     conv = daemon.call("conversations/get", {"id": new["conversation_id"]})
-    assert [m["content"] for m in conv["messages"]][-2:] == ["[[reply:continued]] go on",
-                                                            "continued"]  # fmt: skip
+    assert [m["content"] for m in conv["messages"]][-2:] == [
+        "[[reply:continued]] go on",
+        "continued",
+    ]
 
 
 def test_conversation_list_follows_other_clients(daemon: Daemon, tmp_path: Path) -> None:
@@ -222,14 +249,27 @@ def test_conversation_list_follows_other_clients(daemon: Daemon, tmp_path: Path)
             assert time.monotonic() - t0 < 2.0, (step, shown)
             return result
 
-        change("rename", "conversations/rename", {"id": first, "title": "Renamed elsewhere"},
-               present=["Renamed elsewhere"], absent=["the first topic"])  # fmt: skip
-        new = change("create", "chat/send", {"message": "[[reply:two]] a brand new topic"},
-                     present=["a brand new topic"])["conversation_id"]  # fmt: skip
+        change(
+            "rename",
+            "conversations/rename",
+            {"id": first, "title": "Renamed elsewhere"},
+            present=["Renamed elsewhere"],
+            absent=["the first topic"],
+        )
+        new = change(
+            "create",
+            "chat/send",
+            {"message": "[[reply:two]] a brand new topic"},
+            present=["a brand new topic"],
+        )["conversation_id"]
         change("delete", "conversations/delete", {"id": first}, absent=[first])
         turns.seen("reconnect")
-        change("rename_again", "conversations/rename", {"id": new, "title": "Heard again"},
-               present=["Heard again"])  # fmt: skip
+        change(
+            "rename_again",
+            "conversations/rename",
+            {"id": new, "title": "Heard again"},
+            present=["Heard again"],
+        )
 
         good = daemon.config_path.read_text()
         daemon.config_path.write_text(good + "\n[broken\n")
@@ -317,9 +357,11 @@ def test_no_daemon_errors(tmp_path: Path) -> None:
     autostart is off or the start command cannot run, and within seconds (not the
     whole start timeout) when the started daemon exits at once."""
     r = run_nvim("unavailable.lua", {"ASSISTANTD_SOCKET": str(tmp_path / "none.sock")})
-    for case, words, limit in (("off", "autostart is off", 2000),
-                               ("missing", "cannot start /nonexistent/assistantd", 2000),
-                               ("exits", "exited with code 1", 5000)):  # fmt: skip
+    for case, words, limit in (
+        ("off", "autostart is off", 2000),
+        ("missing", "cannot start /nonexistent/assistantd", 2000),
+        ("exits", "exited with code 1", 5000),
+    ):
         errors = [ln for ln in r[case]["lines"] if ln.startswith("> **error:**")]
         assert len(errors) == 1 and words in errors[0], r[case]
         assert r[case]["ms"] < limit, r[case]
@@ -427,10 +469,24 @@ def test_setup_after_startup(env: dict[str, str], expected: str) -> None:
     out = Path(os.environ["XDG_STATE_HOME"]) / "nvim-setup.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [nvim, "--headless", "-u", "NONE", "-i", "NONE", "-n", "-c", "luafile tests/nvim/setup.lua"],
-        cwd=ROOT, env={**os.environ, **env, "NVIM_TEST_OUT": str(out)},
-        stdin=subprocess.DEVNULL, capture_output=True, timeout=NVIM_TIMEOUT, check=True,
-    )  # fmt: skip
+        [
+            nvim,
+            "--headless",
+            "-u",
+            "NONE",
+            "-i",
+            "NONE",
+            "-n",
+            "-c",
+            "luafile tests/nvim/setup.lua",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env, "NVIM_TEST_OUT": str(out)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=NVIM_TIMEOUT,
+        check=True,
+    )
     r = json.loads(out.read_text())
     assert "error" not in r, r["error"]
     assert r["commands_before"] is False and all(r["commands"].values()), r
@@ -450,8 +506,11 @@ def test_help_tags(tmp_path: Path) -> None:
     assert nvim, "nvim is not installed (apt-get install neovim)"
     proc = subprocess.run(
         [nvim, "--headless", "-u", "NONE", "-i", "NONE", "-c", f"helptags {doc}", "-c", "qa!"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=NVIM_TIMEOUT,
-    )  # fmt: skip
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=NVIM_TIMEOUT,
+    )
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr  # E154 etc. land here
     tags = {line.split("\t")[0] for line in (doc / "tags").read_text().splitlines()}
     for name in ("Chat", "Ask", "Replace", "Summarize", "Conversations", "Cancel"):
@@ -466,7 +525,17 @@ def test_lua_lint() -> None:
     luacheck = shutil.which("luacheck")
     assert luacheck, "luacheck is not installed (apt-get install lua-check)"
     proc = subprocess.run(
-        [luacheck, "--no-color", "--config", "clients/nvim/.luacheckrc", "clients/nvim", "tests/nvim"],
-        cwd=ROOT, capture_output=True, text=True, timeout=NVIM_TIMEOUT,
-    )  # fmt: skip
+        [
+            luacheck,
+            "--no-color",
+            "--config",
+            "clients/nvim/.luacheckrc",
+            "clients/nvim",
+            "tests/nvim",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=NVIM_TIMEOUT,
+    )
     assert proc.returncode == 0, proc.stdout

@@ -28,14 +28,23 @@ BIN = Path(sys.executable).parent
 
 
 def assistantctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "assistantctl"), *args], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **(env or {})})  # fmt: skip
+    return subprocess.run(
+        [str(BIN / "assistantctl"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def verify(*units: Path) -> subprocess.CompletedProcess[str]:
     assert shutil.which("systemd-analyze"), "systemd-analyze must be installed (apt: systemd)"
-    return subprocess.run(["systemd-analyze", "verify", "--user", *map(str, units)],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        ["systemd-analyze", "verify", "--user", *map(str, units)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 # -- units and install ----------------------------------------------------------------
@@ -72,8 +81,10 @@ def test_install_writes_units_that_systemd_accepts(tmp_path: Path) -> None:
     unit_dir = Path(os.environ["XDG_CONFIG_HOME"]) / "systemd" / "user"
     sock, service = unit_dir / "assistantd.socket", unit_dir / "assistantd.service"
     assert f"wrote {sock}" in done.stdout and f"wrote {service}" in done.stdout
-    assert ("systemctl --user daemon-reload && systemctl --user enable --now assistantd.socket"
-            in done.stdout)  # fmt: skip
+    assert (
+        "systemctl --user daemon-reload && systemctl --user enable --now assistantd.socket"
+        in done.stdout
+    )
     assert f"ExecStart={BIN / 'assistantd'}" in service.read_text().splitlines()
     checked = verify(sock, service)
     assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
@@ -139,8 +150,9 @@ def test_unknown_platform_is_refused(capsys: pytest.CaptureFixture[str]) -> None
     assert "not sunos5" in capsys.readouterr().err
 
 
-def test_socket_activation_starts_the_daemon_and_it_notifies_ready(upstream: Upstream,
-                                                                   tmp_path: Path) -> None:  # fmt: skip
+def test_socket_activation_starts_the_daemon_and_it_notifies_ready(
+    upstream: Upstream, tmp_path: Path
+) -> None:
     """Started as the units start it (systemd-socket-activate hands it the socket), the daemon
     answers daemon/status on that socket and sends READY=1 to $NOTIFY_SOCKET (Type=notify)."""
     assert shutil.which("systemd-socket-activate"), "systemd-socket-activate must be installed"
@@ -162,10 +174,21 @@ def test_socket_activation_starts_the_daemon_and_it_notifies_ready(upstream: Ups
         "XDG_CACHE_HOME",
     )
     proc = subprocess.Popen(
-        ["systemd-socket-activate", "-l", str(sock_path), *(f"-E{v}" for v in env_names),
-         f"-ENOTIFY_SOCKET={notify_path}", sys.executable, "-m", "assistantd", "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
-    )  # fmt: skip
+        [
+            "systemd-socket-activate",
+            "-l",
+            str(sock_path),
+            *(f"-E{v}" for v in env_names),
+            f"-ENOTIFY_SOCKET={notify_path}",
+            sys.executable,
+            "-m",
+            "assistantd",
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
     try:
         deadline = time.monotonic() + 20
         while not sock_path.exists():  # systemd-socket-activate binds it, then waits
@@ -194,8 +217,12 @@ def test_socket_activation_starts_the_daemon_and_it_notifies_ready(upstream: Ups
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_completion_files_parse(shell: str) -> None:
     """Each completion file passes its shell's syntax check."""
-    done = subprocess.run([shell, "-n", str(COMPLETIONS / f"assistantctl.{shell}")],
-                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    done = subprocess.run(
+        [shell, "-n", str(COMPLETIONS / f"assistantctl.{shell}")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -207,19 +234,31 @@ def subcommands() -> set[str]:
 
 def bash_complete(line: str) -> list[str]:
     words = line.split(" ")
-    script = (f"source {COMPLETIONS / 'assistantctl.bash'}\n"
-              f"COMP_WORDS=({' '.join(repr(w) for w in words)}); COMP_CWORD={len(words) - 1}\n"
-              "_assistantctl assistantctl; printf '%s\\n' \"${COMPREPLY[@]}\"")  # fmt: skip
-    done = subprocess.run(["bash", "--norc", "-c", script], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"})  # fmt: skip
+    script = (
+        f"source {COMPLETIONS / 'assistantctl.bash'}\n"
+        f"COMP_WORDS=({' '.join(repr(w) for w in words)}); COMP_CWORD={len(words) - 1}\n"
+        "_assistantctl assistantctl; printf '%s\\n' \"${COMPREPLY[@]}\""
+    )
+    done = subprocess.run(
+        ["bash", "--norc", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
+    )
     assert done.returncode == 0, done.stderr
     return [w for w in done.stdout.splitlines() if w]
 
 
 def fish_complete(line: str) -> list[str]:
     script = f"source {COMPLETIONS / 'assistantctl.fish'}; complete -C '{line}'"
-    done = subprocess.run(["fish", "--no-config", "-c", script], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"})  # fmt: skip
+    done = subprocess.run(
+        ["fish", "--no-config", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
+    )
     assert done.returncode == 0, done.stderr
     return [w.split("\t")[0] for w in done.stdout.splitlines() if w]
 
@@ -253,9 +292,13 @@ def test_zsh_completion_in_a_terminal(daemon: Daemon, tmp_path: Path) -> None:
     home.mkdir()
     (home / ".zshrc").write_text(
         f"PS1='READY$ '\nexport PATH={BIN}:$PATH\nautoload -Uz compinit && compinit -u -d {home}/.zcd\n"
-        f"source {COMPLETIONS / 'assistantctl.zsh'}\n")  # fmt: skip
-    term = Tmux(["zsh", "-i"], env={**os.environ, "ZDOTDIR": str(home), "HOME": str(home)},
-                socket=Path(os.environ["XDG_RUNTIME_DIR"]) / "tmux.sock")  # fmt: skip
+        f"source {COMPLETIONS / 'assistantctl.zsh'}\n"
+    )
+    term = Tmux(
+        ["zsh", "-i"],
+        env={**os.environ, "ZDOTDIR": str(home), "HOME": str(home)},
+        socket=Path(os.environ["XDG_RUNTIME_DIR"]) / "tmux.sock",
+    )
     try:
         term.wait_line("READY$", timeout=15)
         term.type("assistantctl da")

@@ -41,11 +41,18 @@ def start_shell(shell: str, home: Path, env: dict[str, str]) -> Tmux:
         (home / ".zshrc").write_text(f"PS1='{PROMPT} '\nsource {widget}\n")
         command = ["zsh", "-i"]
     else:
-        init = (f"function fish_prompt; echo -n '{PROMPT} '; end; set -g fish_greeting; "
-                f"set -g fish_autosuggestion_enabled 0; source {widget}")  # fmt: skip
+        init = (
+            f"function fish_prompt; echo -n '{PROMPT} '; end; set -g fish_greeting; "
+            f"set -g fish_autosuggestion_enabled 0; source {widget}"
+        )
         command = ["fish", "--no-config", "-C", init]
-    full_env = {**os.environ, "HOME": str(home), "ZDOTDIR": str(home), "TERM": "xterm-256color",
-                **env}  # fmt: skip
+    full_env = {
+        **os.environ,
+        "HOME": str(home),
+        "ZDOTDIR": str(home),
+        "TERM": "xterm-256color",
+        **env,
+    }
     term = Tmux(command, env=full_env, socket=Path(os.environ["XDG_RUNTIME_DIR"]) / "tmux.sock")
     term.wait_line(PROMPT, timeout=15)
     return term
@@ -76,19 +83,29 @@ def wait_idle(daemon: Daemon, upstream: Upstream, timeout: float = 10) -> None:
     raise AssertionError("a request is still in flight")
 
 
-def helper(*args: str, input: str | None = None, env: dict[str, str] | None = None,
-           python: str = sys.executable) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    return subprocess.run([python, "-I", "-S", str(HELPER), *args], input=input,
-                          capture_output=True, text=True, timeout=30,
-                          env={**os.environ, **(env or {})})  # fmt: skip
+def helper(
+    *args: str,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    python: str = sys.executable,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [python, "-I", "-S", str(HELPER), *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **(env or {})},
+    )
 
 
 # -- the widgets in a terminal --------------------------------------------------------
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-def test_command_widget_replaces_the_line(shell: str, daemon: Daemon, upstream: Upstream,
-                                          make_shell: MakeShell) -> None:  # fmt: skip
+def test_command_widget_replaces_the_line(
+    shell: str, daemon: Daemon, upstream: Upstream, make_shell: MakeShell
+) -> None:
     """Alt-a sends the line with a system prompt naming the shell and puts the answer in its place."""
     term = make_shell(shell)
     term.type("list every file here [[reply:ls -la]]")
@@ -101,8 +118,9 @@ def test_command_widget_replaces_the_line(shell: str, daemon: Daemon, upstream: 
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-def test_thinking_state_shows_while_waiting(shell: str, daemon: Daemon,
-                                            make_shell: MakeShell) -> None:  # fmt: skip
+def test_thinking_state_shows_while_waiting(
+    shell: str, daemon: Daemon, make_shell: MakeShell
+) -> None:
     """While the daemon works the terminal shows "⏳ asking…", then the answer replaces it."""
     term = make_shell(shell)
     term.type("greet me [[reply:echo hi]] [[slow:0.6]]")
@@ -113,8 +131,9 @@ def test_thinking_state_shows_while_waiting(shell: str, daemon: Daemon,
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-def test_ctrl_c_cancels_and_restores_the_line(shell: str, daemon: Daemon, upstream: Upstream,
-                                              make_shell: MakeShell) -> None:  # fmt: skip
+def test_ctrl_c_cancels_and_restores_the_line(
+    shell: str, daemon: Daemon, upstream: Upstream, make_shell: MakeShell
+) -> None:
     """Ctrl-C while asking gives the original line back, ends the request upstream, and
     leaves the terminal as it was (Ctrl-C interrupts a command again)."""
     term = make_shell(shell)
@@ -139,9 +158,9 @@ def test_ctrl_c_cancels_and_restores_the_line(shell: str, daemon: Daemon, upstre
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-def test_explain_widget_prints_below_and_keeps_the_line(shell: str, daemon: Daemon,
-                                                        upstream: Upstream,
-                                                        make_shell: MakeShell) -> None:  # fmt: skip
+def test_explain_widget_prints_below_and_keeps_the_line(
+    shell: str, daemon: Daemon, upstream: Upstream, make_shell: MakeShell
+) -> None:
     """Alt-e prints the explanation under the prompt and leaves the command line as it was."""
     term = make_shell(shell)
     term.type("tar xzf backup.tgz")
@@ -154,8 +173,9 @@ def test_explain_widget_prints_below_and_keeps_the_line(shell: str, daemon: Daem
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-def test_daemon_error_keeps_the_line_and_says_why(shell: str, daemon: Daemon,
-                                                  make_shell: MakeShell) -> None:  # fmt: skip
+def test_daemon_error_keeps_the_line_and_says_why(
+    shell: str, daemon: Daemon, make_shell: MakeShell
+) -> None:
     """An upstream error leaves the line untouched and shows the daemon's error on screen."""
     term = make_shell(shell)
     term.type("do something [[error:400]]")
@@ -191,20 +211,43 @@ def test_no_daemon_is_a_clear_message(shell: str, tmp_path: Path, make_shell: Ma
 
 def test_bindings_are_overridable(tmp_path: Path) -> None:
     """ASSISTANT_KEY_* choose the keys in each shell, and an empty one binds nothing."""
-    env = {**os.environ, "HOME": str(tmp_path), "ASSISTANT_KEY_COMMAND": r"\C-xa",
-           "ASSISTANT_KEY_EXPLAIN": ""}  # fmt: skip
-    bash = subprocess.run(["bash", "--norc", "-i", "-c", f"source {SHELL_DIR}/assistant.bash; bind -X"],
-                          env=env, capture_output=True, text=True, timeout=30)  # fmt: skip
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "ASSISTANT_KEY_COMMAND": r"\C-xa",
+        "ASSISTANT_KEY_EXPLAIN": "",
+    }
+    bash = subprocess.run(
+        ["bash", "--norc", "-i", "-c", f"source {SHELL_DIR}/assistant.bash; bind -X"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert '"\\C-xa": "__assistant_command"' in bash.stdout
     assert "__assistant_explain" not in bash.stdout
-    zsh = subprocess.run(["zsh", "-f", "-i", "-c", f"source {SHELL_DIR}/assistant.zsh; bindkey"],
-                         env=env, capture_output=True, text=True, timeout=30)  # fmt: skip
+    zsh = subprocess.run(
+        ["zsh", "-f", "-i", "-c", f"source {SHELL_DIR}/assistant.zsh; bindkey"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert '"^Xa" assistant-command' in zsh.stdout
     assert "assistant-explain" not in zsh.stdout
-    fish = subprocess.run(["fish", "--no-config", "-i", "-c",
-                           f"source {SHELL_DIR}/assistant.fish; bind | string match '*assistant*'"],
-                          env={**env, "ASSISTANT_KEY_COMMAND": r"\cxa"},
-                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    fish = subprocess.run(
+        [
+            "fish",
+            "--no-config",
+            "-i",
+            "-c",
+            f"source {SHELL_DIR}/assistant.fish; bind | string match '*assistant*'",
+        ],
+        env={**env, "ASSISTANT_KEY_COMMAND": r"\cxa"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert "bind -M insert \\cxa __assistant_command" in fish.stdout
     assert "__assistant_explain" not in fish.stdout
 
@@ -212,16 +255,21 @@ def test_bindings_are_overridable(tmp_path: Path) -> None:
 @pytest.mark.parametrize("shell", SHELLS)
 def test_widget_files_parse(shell: str) -> None:
     """Each widget file passes its shell's syntax check (``bash -n``, ``zsh -n``, ``fish -n``)."""
-    done = subprocess.run([shell, "-n", str(SHELL_DIR / f"assistant.{shell}")],
-                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    done = subprocess.run(
+        [shell, "-n", str(SHELL_DIR / f"assistant.{shell}")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stderr
 
 
 # -- the client program on its own ----------------------------------------------------
 
 
-def test_helper_finds_the_socket_by_the_contract_rule(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_helper_finds_the_socket_by_the_contract_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """assistant-ask picks the same socket as assistantd/paths.py in each case of the rule."""
 
     def same() -> None:
@@ -246,13 +294,16 @@ def test_helper_finds_the_socket_by_the_contract_rule(tmp_path: Path,
     )
 
 
-@pytest.mark.parametrize(("answer", "command"), [
-    ("```bash\nls -la\n```", "ls -la"),
-    ("Here you go:\n```sh\nfind . -name '*.py'\n```\nThat finds them.", "find . -name '*.py'"),
-    ("`git status`", "git status"),
-    ("$ df -h", "df -h"),
-    ("```\nfor f in *; do\n  echo $f\ndone\n```", "for f in *; do\n  echo $f\ndone"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("answer", "command"),
+    [
+        ("```bash\nls -la\n```", "ls -la"),
+        ("Here you go:\n```sh\nfind . -name '*.py'\n```\nThat finds them.", "find . -name '*.py'"),
+        ("`git status`", "git status"),
+        ("$ df -h", "df -h"),
+        ("```\nfor f in *; do\n  echo $f\ndone\n```", "for f in *; do\n  echo $f\ndone"),
+    ],
+)
 def test_helper_strips_code_fences(answer: str, command: str, daemon: Daemon) -> None:
     """The command mode prints the bare command out of fenced or quoted answers."""
     done = helper("--shell", "bash", "command", f"[[reply:{answer}]] do it")
@@ -262,8 +313,15 @@ def test_helper_strips_code_fences(answer: str, command: str, daemon: Daemon) ->
 
 def test_helper_asks_with_a_prompt_from_stdin(daemon: Daemon, upstream: Upstream) -> None:
     """``ask -`` reads the text from stdin, puts --prompt before it, and uses --model."""
-    done = helper("--prompt", "Translate this", "--model", "fake-small", "ask", "-",
-                  input="bonjour [[reply:hello]]")  # fmt: skip
+    done = helper(
+        "--prompt",
+        "Translate this",
+        "--model",
+        "fake-small",
+        "ask",
+        "-",
+        input="bonjour [[reply:hello]]",
+    )
     assert (done.returncode, done.stdout) == (0, "hello\n"), done.stderr
     body = upstream.requests[-1]["body"]
     assert body["model"] == "fake-small"
@@ -275,8 +333,11 @@ def test_helper_reports_errors_with_exit_codes(daemon: Daemon, tmp_path: Path) -
     """Daemon errors exit 1, a missing daemon exits 3, bad usage exits 2, each with a message."""
     err = helper("ask", "[[error:404]] hi")
     assert err.returncode == 1 and err.stderr.startswith("assistant: ") and "(-32002)" in err.stderr
-    gone = helper("ask", "hi", env={"ASSISTANTD_SOCKET": str(tmp_path / "x.sock"),
-                                    "ASSISTANTD_NO_AUTOSTART": "1"})  # fmt: skip
+    gone = helper(
+        "ask",
+        "hi",
+        env={"ASSISTANTD_SOCKET": str(tmp_path / "x.sock"), "ASSISTANTD_NO_AUTOSTART": "1"},
+    )
     assert gone.returncode == 3 and "no daemon answers on" in gone.stderr
     usage = helper("translate", "hi")
     assert usage.returncode == 2 and "usage:" in usage.stderr
@@ -286,12 +347,27 @@ def test_helper_reports_errors_with_exit_codes(daemon: Daemon, tmp_path: Path) -
 
 def test_helper_imports_only_the_standard_library(daemon: Daemon) -> None:
     """On its way to the socket and back the client loads nothing outside the standard library."""
-    done = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", str(HELPER),
-                           "command", "[[reply:ls]] list"],
-                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-X",
+            "importtime",
+            str(HELPER),
+            "command",
+            "[[reply:ls]] list",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0 and done.stdout == "ls"
-    modules = {line.split("|")[-1].strip().split(".")[0]
-               for line in done.stderr.splitlines() if line.startswith("import time:")}  # fmt: skip
+    modules = {
+        line.split("|")[-1].strip().split(".")[0]
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
     modules.discard("imported package")  # the header line
     assert modules and modules <= set(sys.stdlib_module_names), modules - set(
         sys.stdlib_module_names

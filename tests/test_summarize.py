@@ -35,11 +35,15 @@ def pages() -> Iterator[Pages]:
 @pytest.fixture
 def sd(make_daemon: Any, upstream: Upstream) -> Daemon:
     """A daemon with the 4k-window model and a 2-second fetch deadline."""
-    d: Daemon = make_daemon(fake_provider_config(upstream, extra=CONFIG_4K + "[summarize]\ntimeout_s = 2\n"))
+    d: Daemon = make_daemon(
+        fake_provider_config(upstream, extra=CONFIG_4K + "[summarize]\ntimeout_s = 2\n")
+    )
     return d
 
 
-def summarize(d: Daemon, method: str, params: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+def summarize(
+    d: Daemon, method: str, params: dict[str, Any]
+) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
     """The result and every notification of one request."""
     notes: list[tuple[str, dict[str, Any]]] = []
     with d.client() as c:
@@ -54,7 +58,9 @@ def within_window(up: Upstream, model: str) -> None:
         assert room <= WINDOWS[model], f"a request of {room} tokens exceeds {WINDOWS[model]}"
 
 
-def check_progress(notes: list[tuple[str, dict[str, Any]]], stages: list[str]) -> dict[str, list[tuple[int, int]]]:
+def check_progress(
+    notes: list[tuple[str, dict[str, Any]]], stages: list[str]
+) -> dict[str, list[tuple[int, int]]]:
     """Progress comes stage by stage in order, each counting up to its total."""
     progress = [p for m, p in notes if m == "summarize/progress"]
     seen = [p["stage"] for p in progress]
@@ -72,7 +78,9 @@ def test_long_page_map_reduce(sd: Daemon, upstream: Upstream, pages: Pages) -> N
     """A 379 KB page with a 4k-window model is summarized in several chunks and one reduce,
     with progress in order, deltas that make up the text, and no request over the window."""
     r, notes = summarize(sd, "summarize/url", {"url": pages.url(LONG_PAGE), "model": "fake-4k"})
-    assert r["title"] == "3. Data model" and r["chars"] > 90_000 and r["url"] == pages.url(LONG_PAGE)
+    assert (
+        r["title"] == "3. Data model" and r["chars"] > 90_000 and r["url"] == pages.url(LONG_PAGE)
+    )
     assert r["chunks"] > 10 and r["finish_reason"] == "stop"
     by = check_progress(notes, ["fetch", "extract", "map", "reduce"])
     assert by["map"][-1] == (r["chunks"], r["chunks"])
@@ -89,8 +97,15 @@ def test_small_window_reduces_in_rounds(make_daemon: Any, upstream: Upstream, pa
     """With a 300-token window the partial summaries need more than one reduce round, and
     no request exceeds the window (the upstream refuses any that would)."""
     d = make_daemon(fake_provider_config(upstream))
-    r, notes = summarize(d, "summarize/url", {"url": pages.url(SMALL_PAGE), "model": "fake-small",
-                                              "instructions": "Keep the function names."})
+    r, notes = summarize(
+        d,
+        "summarize/url",
+        {
+            "url": pages.url(SMALL_PAGE),
+            "model": "fake-small",
+            "instructions": "Keep the function names.",
+        },
+    )
     by = check_progress(notes, ["fetch", "extract", "map", "reduce"])
     assert r["chunks"] > 20 and by["reduce"][-1][1] > 2
     within_window(upstream, "fake-small")
@@ -147,8 +162,9 @@ def test_hostile_urls_fail_fast(sd: Daemon, upstream: Upstream, pages: Pages) ->
     assert sd.call("conversations/list")["total"] == 1  # failures leave no conversation
 
 
-def test_slow_drip_is_cut_by_the_low_speed_rule(make_daemon: Any, upstream: Upstream,
-                                                 pages: Pages) -> None:  # fmt: skip
+def test_slow_drip_is_cut_by_the_low_speed_rule(
+    make_daemon: Any, upstream: Upstream, pages: Pages
+) -> None:
     """With the default 30 s deadline, a body that drips in is given up on after about 5 s."""
     d = make_daemon(fake_provider_config(upstream))
     start = time.monotonic()
@@ -158,8 +174,10 @@ def test_slow_drip_is_cut_by_the_low_speed_rule(make_daemon: Any, upstream: Upst
     assert 4.5 < time.monotonic() - start < 8
 
 
-@pytest.mark.parametrize(("path", "needle"), [("/sjis", "吾輩は猫である"), ("/sjis-meta", "吾輩は猫である"),
-                                              ("/latin1", "Café crème")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("path", "needle"),
+    [("/sjis", "吾輩は猫である"), ("/sjis-meta", "吾輩は猫である"), ("/latin1", "Café crème")],
+)
 def test_charsets(sd: Daemon, pages: Pages, path: str, needle: str) -> None:
     """A page in Shift_JIS (named in the header or a <meta>) or Latin-1 is decoded correctly."""
     r = sd.call("summarize/url", {"url": pages.url(path), "model": "fake-4k", "stream": False})
@@ -172,8 +190,10 @@ def test_cache_honours_etag(sd: Daemon, upstream: Upstream, pages: Pages) -> Non
     """A second summary of a page with an ETag costs one conditional GET answered 304, not a download."""
     path = "/doc/library/json.html"
     first = sd.call("summarize/url", {"url": pages.url(path), "model": "fake-4k"})
-    second = sd.call("summarize/url", {"url": pages.url(path), "model": "fake-small",
-                                       "instructions": "One sentence."})  # fmt: skip
+    second = sd.call(
+        "summarize/url",
+        {"url": pages.url(path), "model": "fake-small", "instructions": "One sentence."},
+    )
     assert pages.count(path, 200) == 1 and pages.count(path, 304) == 1
     conditional = [h for h in pages.hits if h.path == path][-1]
     assert conditional.headers["if-none-match"].startswith('"')
@@ -193,7 +213,9 @@ def test_follow_up_sees_the_page(sd: Daemon, upstream: Upstream, pages: Pages) -
     """chat/send on the summary's conversation sends the page's text along with the question."""
     r = sd.call("summarize/url", {"url": pages.url(SMALL_PAGE)})
     upstream.reset()
-    answer = sd.call("chat/send", {"conversation_id": r["conversation_id"], "message": "What is it?"})
+    answer = sd.call(
+        "chat/send", {"conversation_id": r["conversation_id"], "message": "What is it?"}
+    )
     assert answer["text"] == "You said: What is it?"
     sent = upstream.requests[0]["body"]["messages"]
     assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
@@ -204,9 +226,14 @@ def test_follow_up_sees_the_page(sd: Daemon, upstream: Upstream, pages: Pages) -
 
 def test_summarize_text(sd: Daemon, upstream: Upstream) -> None:
     """summarize/text splits long text into chunks, and without streaming sends no deltas."""
-    text = "\n\n".join(f"Paragraph {i} tells of FACT-{i} " + "and more words " * 30 for i in range(40))
-    r, notes = summarize(sd, "summarize/text", {"text": text, "title": "Notes", "model": "fake-small",
-                                                "stream": False})  # fmt: skip
+    text = "\n\n".join(
+        f"Paragraph {i} tells of FACT-{i} " + "and more words " * 30 for i in range(40)
+    )
+    r, notes = summarize(
+        sd,
+        "summarize/text",
+        {"text": text, "title": "Notes", "model": "fake-small", "stream": False},
+    )
     assert r["url"] is None and r["title"] == "Notes" and r["chars"] == len(text.strip())
     assert r["chunks"] >= 20 and r["text"].startswith("Summary:")
     assert not [m for m, _ in notes if m == "chat/delta"]
@@ -248,8 +275,11 @@ def test_cancel_while_streaming(sd: Daemon, upstream: Upstream) -> None:
             if len(deltas) == 3:
                 c.cancel(1)
 
-    r = c.call("summarize/text", {"text": "[[slow:0.2]] " + "word " * 200, "model": "fake-4k"},
-               on_notify=on_notify)  # fmt: skip
+    r = c.call(
+        "summarize/text",
+        {"text": "[[slow:0.2]] " + "word " * 200, "model": "fake-4k"},
+        on_notify=on_notify,
+    )
     c.close()
     assert r["finish_reason"] == "cancelled" and r["chunks"] == 1
     assert r["text"] == "".join(deltas) and 3 <= len(deltas) < 10
@@ -260,8 +290,10 @@ def test_cancel_while_streaming(sd: Daemon, upstream: Upstream) -> None:
 def test_summary_into_a_conversation(sd: Daemon) -> None:
     """With conversation_id the summary is appended to that conversation; an unknown id is -32004."""
     chat = sd.call("chat/send", {"message": "hello"})
-    r = sd.call("summarize/text", {"text": "A short note about FACT-7.",
-                                   "conversation_id": chat["conversation_id"]})  # fmt: skip
+    r = sd.call(
+        "summarize/text",
+        {"text": "A short note about FACT-7.", "conversation_id": chat["conversation_id"]},
+    )
     assert r["conversation_id"] == chat["conversation_id"]
     msgs = sd.call("conversations/get", {"id": r["conversation_id"]})["messages"]
     assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant"]
@@ -272,10 +304,18 @@ def test_summary_into_a_conversation(sd: Daemon) -> None:
 
 
 def ctl(d: Daemon, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-c", "from assistantd.cli import main; main()", "--socket", str(d.socket),
-           "--no-autostart", *args]  # fmt: skip
-    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=dict(os.environ),
-                          cwd=ROOT, timeout=60)  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-c",
+        "from assistantd.cli import main; main()",
+        "--socket",
+        str(d.socket),
+        "--no-autostart",
+        *args,
+    ]
+    return subprocess.run(
+        cmd, input=stdin, capture_output=True, text=True, env=dict(os.environ), cwd=ROOT, timeout=60
+    )
 
 
 def test_assistantctl_summarize(sd: Daemon, pages: Pages) -> None:
@@ -298,9 +338,20 @@ def test_assistantctl_progress_on_a_terminal(sd: Daemon, pages: Pages) -> None:
     import pty
 
     master, slave = pty.openpty()
-    cmd = [sys.executable, "-c", "from assistantd.cli import main; main()", "--socket", str(sd.socket),
-           "summarize", pages.url(LONG_PAGE), "-m", "fake-4k"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, env=dict(os.environ), cwd=ROOT)
+    cmd = [
+        sys.executable,
+        "-c",
+        "from assistantd.cli import main; main()",
+        "--socket",
+        str(sd.socket),
+        "summarize",
+        pages.url(LONG_PAGE),
+        "-m",
+        "fake-4k",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=slave, env=dict(os.environ), cwd=ROOT
+    )
     os.close(slave)
     seen = b""
     while True:
@@ -316,4 +367,3 @@ def test_assistantctl_progress_on_a_terminal(sd: Daemon, pages: Pages) -> None:
     assert proc.returncode == 0
     assert b"fetch 0/1" in seen and b"map 1/" in seen and b"follow up: assistantctl chat -c" in seen
     assert stdout.startswith("Summary:")
-

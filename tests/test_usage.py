@@ -36,7 +36,9 @@ models = ["tiny-local"]
 
 @pytest.fixture
 def priced(make_daemon: Any, upstream: Upstream) -> Daemon:
-    d: Daemon = make_daemon(fake_provider_config(upstream, extra=PRICED.format(url=upstream.base_url)))
+    d: Daemon = make_daemon(
+        fake_provider_config(upstream, extra=PRICED.format(url=upstream.base_url))
+    )
     return d
 
 
@@ -44,10 +46,23 @@ def test_totals_match_provider_usage_across_clients(priced: Daemon) -> None:
     """usage/report totals equal the usage the provider reported, for chats from two clients."""
     results = [priced.call("chat/send", {"message": f"socket client {i}"}) for i in range(3)]
     out = subprocess.run(
-        [sys.executable, "-m", "assistantd.cli", "--socket", str(priced.socket), "--json", "chat",
-         "from the CLI [[words:7]]"],
-        input="", capture_output=True, text=True, cwd=ROOT, timeout=30, env=os.environ.copy(),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "assistantd.cli",
+            "--socket",
+            str(priced.socket),
+            "--json",
+            "chat",
+            "from the CLI [[words:7]]",
+        ],
+        input="",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+        env=os.environ.copy(),
+    )
     results.append(json.loads(out.stdout))
     report = priced.call("usage/report", {"group_by": "model"})
     total = report["total"]
@@ -61,7 +76,9 @@ def test_cost_priced_overridden_unpriced_and_local(priced: Daemon) -> None:
     """Cost uses the config's price, overrides the built-in table, is 0 locally, and null when unknown."""
     r = priced.call("chat/send", {"message": "hello", "model": "fake-priced"})
     u = r["usage"]
-    assert r["cost"] == pytest.approx((u["prompt_tokens"] * 2.0 + u["completion_tokens"] * 8.0) / 1e6)
+    assert r["cost"] == pytest.approx(
+        (u["prompt_tokens"] * 2.0 + u["completion_tokens"] * 8.0) / 1e6
+    )
     over = priced.call("chat/send", {"message": "hi", "model": "gpt-4.1-mini", "provider": "fake"})
     ou = over["usage"]
     assert over["cost"] == pytest.approx((ou["prompt_tokens"] + ou["completion_tokens"]) / 1e6)
@@ -107,9 +124,21 @@ def test_ctl_usage_table(priced: Daemon) -> None:
     priced.call("chat/send", {"message": "a", "model": "fake-priced"})
     priced.call("chat/send", {"message": "b", "model": "fake-echo"})
     out = subprocess.run(
-        [sys.executable, "-m", "assistantd.cli", "--socket", str(priced.socket), "usage",
-         "--group-by", "model"], capture_output=True, text=True, cwd=ROOT, timeout=30,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "assistantd.cli",
+            "--socket",
+            str(priced.socket),
+            "usage",
+            "--group-by",
+            "model",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
     lines = out.stdout.splitlines()
     assert lines[0].split()[:2] == ["MODEL", "REQUESTS"]
     row = {ln.split()[0]: ln for ln in lines[1:]}

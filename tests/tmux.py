@@ -14,16 +14,38 @@ from pathlib import Path
 class Tmux:
     """One pane of a private tmux server (its own socket, no user config)."""
 
-    def __init__(self, command: list[str], *, env: dict[str, str], socket: Path,
-                 width: int = 120, height: int = 30) -> None:  # fmt: skip
+    def __init__(
+        self,
+        command: list[str],
+        *,
+        env: dict[str, str],
+        socket: Path,
+        width: int = 120,
+        height: int = 30,
+    ) -> None:
         self.base = ["tmux", "-S", str(socket), "-f", "/dev/null"]
         env = {k: v for k, v in env.items() if k not in ("TMUX", "TMUX_PANE")}
-        self._run("new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height),
-                  shlex.join(command), env=env)  # fmt: skip
+        self._run(
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            str(width),
+            "-y",
+            str(height),
+            shlex.join(command),
+            env=env,
+        )
 
     def _run(self, *args: str, env: dict[str, str] | None = None) -> str:
-        done = subprocess.run([*self.base, *args], env=env or os.environ.copy(),
-                              capture_output=True, text=True, timeout=10)  # fmt: skip
+        done = subprocess.run(
+            [*self.base, *args],
+            env=env or os.environ.copy(),
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"tmux {args[0]} failed: {done.stderr.strip()}")
         return done.stdout
