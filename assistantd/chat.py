@@ -358,7 +358,9 @@ class Chat:
             stream=params.stream,
             on_delta=on_delta if params.stream else None,
             temperature=params.temperature,
-            max_tokens=params.max_tokens,
+            # Local servers have no output cap of their own: keep to the room reserved for
+            # the answer, so a model that never stops cannot run on to the window's end.
+            max_tokens=params.max_tokens or (turn.reserve if turn.provider.local else None),
             top_logprobs=top,
         )
 

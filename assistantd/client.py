@@ -44,6 +44,9 @@ def start_daemon(path: Path, timeout: float = 15.0) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        # Not the caller's folder: ``-m`` would import from it first, and a daemon should
+        # not keep a directory busy (an unmountable drive) for its whole life.
+        cwd="/",
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

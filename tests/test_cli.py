@@ -208,3 +208,19 @@ def test_repl_ctrl_c_cancels_the_answer_not_the_session(daemon: Daemon, tmp_path
         assert len(conv) == 1 and conv[0]["message_count"] == 6
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_autostarted_daemon_does_not_run_in_the_callers_folder(tmp_path: Path) -> None:
+    """The autostarted daemon runs in /, not where the user stood: it imports nothing from
+    that folder and keeps no directory busy."""
+    out = subprocess.run(
+        [sys.executable, "-m", "assistantd.cli", "--json", "daemon", "status"],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    pid = json.loads(out.stdout)["pid"]
+    try:
+        assert Path(f"/proc/{pid}/cwd").resolve() == Path("/")
+    finally:
+        ctl(None, "daemon", "stop")
