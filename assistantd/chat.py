@@ -358,11 +358,17 @@ class Chat:
             stream=params.stream,
             on_delta=on_delta if params.stream else None,
             temperature=params.temperature,
-            # Local servers have no output cap of their own: keep to the room reserved for
-            # the answer, so a model that never stops cannot run on to the window's end.
-            max_tokens=params.max_tokens or (turn.reserve if turn.provider.local else None),
+            max_tokens=params.max_tokens or self._answer_cap(turn),
             top_logprobs=top,
         )
+
+    @staticmethod
+    def _answer_cap(turn: Turn) -> int | None:
+        """The provider's own cap; local servers have none of their own, so they keep to
+        the room reserved for the answer and a model that never stops cannot run on."""
+        if turn.provider.max_tokens:
+            return min(turn.provider.max_tokens, turn.reserve)
+        return turn.reserve if turn.provider.local else None
 
     async def _store_answer(
         self, cid: str, turn: Turn, out: Completion, status: str, finish: str | None = None

@@ -46,6 +46,7 @@ class LocalConfig(_Strict):
     alias: str | None = None  # the model name it serves; default: the local server's name
     models: list[str] | None = None
     startup_timeout_s: float = Field(default=120, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0)  # an answer's length unless asked
 
 
 class SummarizeConfig(_Strict):

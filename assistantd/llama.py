@@ -89,9 +89,10 @@ def builtin_config() -> LocalConfig | None:
     return LocalConfig(
         command=str(binary),
         model=BUNDLED_MODEL,
-        # A small base model rarely says it is done: cap each answer (``-n``), or it runs
-        # until the context is full (4,067 tokens, 104 s, for "Why is the sky blue?").
-        args=["-c", "4096", "-n", "200"],
+        args=["-c", "4096"],
+        # A small base model rarely says it is done: without a cap it runs until the
+        # context is full (4,067 tokens, 104 s, for "Why is the sky blue?").
+        max_tokens=200,
         alias=BUILTIN_ALIAS,
         idle_timeout_s=600,
     )

@@ -36,6 +36,7 @@ class Provider:
     kind: str
     managed: bool = False
     timeout_s: float = 120.0
+    max_tokens: int | None = None  # an answer's length when the request names none
 
     @property
     def local(self) -> bool:
@@ -78,6 +79,7 @@ def local_provider(name: str, lc: LocalConfig) -> Provider:
         kind="llama-server",
         managed=True,
         timeout_s=600.0,
+        max_tokens=lc.max_tokens,
     )
 
 

@@ -274,3 +274,21 @@ def test_concurrent_conversations(daemon: Daemon) -> None:
         t.join()
     assert results == {i: f"You said: n{i}" for i in range(20)}
     assert time.monotonic() - t0 < 10
+
+
+def test_local_answers_are_capped(make_daemon: Any, upstream: Upstream) -> None:
+    """A local server's answer is capped at the room reserved for it (or its configured
+    max_tokens); a remote provider gets no cap the user did not ask for."""
+    extra = f"""
+[providers.localfake]
+base_url = "{upstream.base_url}"
+kind = "ollama"
+needs_key = false
+models = ["tiny-local"]
+"""
+    d = make_daemon(fake_provider_config(upstream, extra=extra))
+    d.call("chat/send", {"message": "remote"})
+    d.call("chat/send", {"message": "local", "model": "tiny-local"})
+    d.call("chat/send", {"message": "asked", "model": "tiny-local", "max_tokens": 7})
+    caps = [req["body"].get("max_tokens") for req in upstream.requests]
+    assert caps == [None, 1024, 7]
