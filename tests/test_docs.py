@@ -30,3 +30,14 @@ def test_every_contract_method_is_served() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = Daemon(Path(tmp) / "s", Path(tmp) / "c.toml", Path(tmp))
     assert named and named - set(d.registry.methods) == set()
+
+
+def test_config_examples_parse() -> None:
+    """Every TOML example in the README and the protocol doc is a valid config."""
+    from assistantd import config
+
+    for doc in (ROOT / "README.md", DOC):
+        blocks = re.findall(r"```toml\n(.*?)```", doc.read_text(), flags=re.S)
+        assert blocks, doc
+        for block in blocks:
+            config.parse(block, str(doc))
