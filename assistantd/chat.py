@@ -117,6 +117,15 @@ class Chat:
         self.default_model = default_model  # callable: () -> str, decided by the daemon
         self.busy: set[str] = set()
 
+    async def conversation(self, cid: str | None) -> dict[str, Any] | None:
+        """The stored conversation ``cid`` (None for None); -32004 when there is none."""
+        if not cid:
+            return None
+        conv = await self.store.run(self.store.conversation, cid)
+        if conv is None:
+            raise errors.NotFound("no such conversation", kind="conversation", id=cid)
+        return conv
+
     def resolve(
         self,
         model: str | None,
@@ -138,19 +147,12 @@ class Chat:
 
     async def send(self, params: ChatParams, ctx: RequestContext) -> ChatResult:
         """Send a message in a new or stored conversation; stream the answer as ``chat/delta``."""
-        conv = None
-        if params.conversation_id:
-            conv = await self.store.run(self.store.conversation, params.conversation_id)
-            if conv is None:
-                raise errors.NotFound(
-                    "no such conversation", kind="conversation", id=params.conversation_id
-                )
-            if conv["id"] in self.busy:
-                raise errors.Busy(
-                    "a chat/send is already running in this conversation",
-                    conversation_id=conv["id"],
-                )
+        conv = await self.conversation(params.conversation_id)
         cid: str | None = conv["id"] if conv else None
+        if cid in self.busy:
+            raise errors.Busy(
+                "a chat/send is already running in this conversation", conversation_id=cid
+            )
         if cid:
             self.busy.add(cid)  # before any await: two sends cannot both pass the check
         turn: Turn | None = None
@@ -187,25 +189,11 @@ class Chat:
                     budget=e.budget,
                 ) from None
 
-            if cid is None:
-                cid = await self.store.run(
-                    lambda: self.store.create_conversation(
-                        title=title_from(params.message),
-                        model=turn.model,
-                        provider=turn.provider.name,
-                        system=params.system,
-                    )
-                )
-                self.busy.add(cid)
-                conversation_var.set(cid)
-            elif dangling is not None:
+            if dangling is not None:
                 await self.store.run(self.store.delete_message, dangling["id"])
-            conv_id: str = cid  # narrowed for the closure below
-            await self.store.run(
-                lambda: self.store.add_message(
-                    conv_id, "user", params.message, context=context or None
-                )
-            )
+            cid = await self._keep_question(params, turn, cid, stored=False)
+            self.busy.add(cid)
+            conversation_var.set(cid)
             stored = True
             return await self._answer(params, ctx, turn, cid, fit)
         except asyncio.CancelledError:
@@ -226,6 +214,7 @@ class Chat:
     async def _keep_question(
         self, params: ChatParams, turn: Turn, cid: str | None, stored: bool
     ) -> str:
+        """Store the user's message (in a new conversation when there is none yet)."""
         if cid is None:
             cid = await self.store.run(
                 lambda: self.store.create_conversation(

@@ -236,13 +236,7 @@ class Summarizer:
     async def _go(
         self, params: _Options, ctx: RequestContext, load: Callable[[_Run], Awaitable[None]]
     ) -> SummarizeResult:
-        conv = None
-        if params.conversation_id:
-            conv = await self.store.run(self.store.conversation, params.conversation_id)
-            if conv is None:
-                raise errors.NotFound(
-                    "no such conversation", kind="conversation", id=params.conversation_id
-                )
+        conv = await self.chat.conversation(params.conversation_id)
         if conv and conv["id"] in self.chat.busy:
             raise errors.Busy(
                 "a request is already running in this conversation", conversation_id=conv["id"]
