@@ -22,6 +22,7 @@ from assistantd.rpc import Registry, Session
 log = logging.getLogger("assistantd.server")
 
 WRITE_TIMEOUT_S = 60.0  # a client that reads nothing for this long is dropped
+WRITE_HIGH_WATER = 64 * 1024  # bytes queued for a client before a write waits for it
 SD_LISTEN_FDS_START = 3
 
 
@@ -177,9 +178,14 @@ class Server:
         frames = framing.MessageReader(reader)
 
         async def send(message: Any) -> None:
+            if writer.transport.is_closing():
+                raise ConnectionResetError("connection lost")
             writer.write(framing.encode(message, frames.framing))
-            async with asyncio.timeout(WRITE_TIMEOUT_S):
-                await writer.drain()
+            # The per-delta path: wait only when the client has fallen behind (the buffer
+            # is past its high-water mark), and then not for ever.
+            if writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                async with asyncio.timeout(WRITE_TIMEOUT_S):
+                    await writer.drain()
 
         session = Session(self.registry, send)
         try:
