@@ -7,7 +7,9 @@ import secrets as pysecrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
@@ -200,3 +202,72 @@ def test_locked_keyring(
         assert "KeyringLocked" in d.call("keys/list")["keyring_error"]
     finally:
         os.killpg(d.proc.pid, signal.SIGTERM)
+
+
+def _silent_bus(path: Path, held: list[Any]) -> Any:
+    """A D-Bus address that authenticates clients (SASL EXTERNAL) and then never answers
+    a method call: the way a wedged session bus or Secret Service looks to a client."""
+    import socket as socketlib
+    import threading
+
+    srv = socketlib.socket(socketlib.AF_UNIX)
+    srv.bind(str(path))
+    srv.listen(64)
+
+    def serve(conn: Any) -> None:
+        buf = b""
+        while True:
+            try:
+                data = conn.recv(4096)
+            except OSError:
+                return
+            if not data:
+                return
+            buf += data
+            while b"\r\n" in buf:
+                line, _, buf = buf.partition(b"\r\n")
+                line = line.lstrip(b"\0")
+                if line.startswith(b"AUTH"):
+                    conn.sendall(b"OK 0123456789abcdef0123456789abcdef\r\n")
+                elif line.startswith(b"NEGOTIATE_UNIX_FD"):
+                    conn.sendall(b"AGREE_UNIX_FD\r\n")
+                elif line.startswith(b"BEGIN"):
+                    buf = b""  # from here on: binary messages, never answered
+
+    def accept() -> None:
+        while True:
+            try:
+                conn = srv.accept()[0]
+            except OSError:
+                return
+            held.append(conn)
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return srv
+
+
+def test_hung_dbus_neither_blocks_requests_nor_exit(
+    make_daemon: Any, keyed_upstream: tuple[Upstream, str]
+) -> None:
+    """A session bus that accepts and never answers: key lookups give up after 5 s with a
+    clear reason, chats use the env var, and the daemon still exits at once when asked."""
+    up, key = keyed_upstream
+    bus = Path(tempfile.mkdtemp(prefix="ad-bus-", dir="/tmp")) / "bus"
+    held: list[Any] = []
+    srv = _silent_bus(bus, held)
+    env = {"FAKE_API_KEY": key, "DBUS_SESSION_BUS_ADDRESS": f"unix:path={bus}"}
+    d: Daemon = make_daemon(fake_provider_config(up, needs_key=True), env=env)
+    try:
+        t0 = time.monotonic()
+        assert d.call("chat/send", {"message": "hung"})["text"] == "You said: hung"
+        assert 4.5 < time.monotonic() - t0 < 10  # the keyring's 5 s timeout, then the env var
+        assert "did not answer within 5 s" in (d.call("daemon/status")["keyring_error"] or "")
+        t1 = time.monotonic()
+        d.call("daemon/shutdown")
+        assert d.proc.wait(5) == 0  # the hung keyring thread does not hold the exit
+        assert time.monotonic() - t1 < 3
+    finally:
+        srv.close()
+        for conn in held:
+            conn.close()
