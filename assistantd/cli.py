@@ -25,7 +25,8 @@ class Ctl:
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.args.socket, autostart=not self.args.no_autostart)
+            forbid = self.args.no_autostart or "ASSISTANTD_NO_AUTOSTART" in os.environ
+            self._client = Client(self.args.socket, autostart=not forbid)
             self._client.connect()
         return self._client
 
@@ -490,7 +491,11 @@ def parser() -> argparse.ArgumentParser:
         prog="assistantctl", parents=[common], description="Talk to the assistantd daemon."
     )
     p.add_argument("--socket", help="socket path (default: the contract's rule)")
-    p.add_argument("--no-autostart", action="store_true", help="do not start the daemon")
+    p.add_argument(
+        "--no-autostart",
+        action="store_true",
+        help="do not start the daemon (also: ASSISTANTD_NO_AUTOSTART=1)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("chat", parents=[common], help="ask a question (REPL when none is given)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -171,10 +170,3 @@ class Client:
                 e = message["error"]
                 raise RpcError(e.get("code", 0), e.get("message", ""), e.get("data"))
             return message.get("result")
-
-
-def call(method: str, params: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-    """One request on a fresh connection (autostarting the daemon unless told not to)."""
-    autostart = os.environ.get("ASSISTANTD_NO_AUTOSTART") is None
-    with Client(autostart=autostart) as c:
-        return c.call(method, params, **kwargs)

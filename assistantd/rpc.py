@@ -114,13 +114,11 @@ def _valid_id(value: Any) -> bool:
 class Session:
     """One connection's requests. ``send`` writes one framed message to the client."""
 
-    def __init__(
-        self, registry: Registry, send: Send, spawn: Callable[[Any], Any] | None = None
-    ) -> None:
+    def __init__(self, registry: Registry, send: Send, spawn: Callable[[Any], Any]) -> None:
         self.registry = registry
         self._send = send
         # Starts a task owned by this connection (its TaskGroup), e.g. an event pump.
-        self.spawn: Callable[[Any], Any] = spawn or asyncio.ensure_future
+        self.spawn = spawn
         self.background: set[asyncio.Task[Any]] = set()  # ended at end of input or loss
         self.inflight: dict[str, RequestContext] = {}
         self.lost = False

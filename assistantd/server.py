@@ -187,10 +187,9 @@ class Server:
                 async with asyncio.timeout(WRITE_TIMEOUT_S):
                     await writer.drain()
 
-        session = Session(self.registry, send)
         try:
             async with asyncio.TaskGroup() as tg:
-                session.spawn = tg.create_task
+                session = Session(self.registry, send, tg.create_task)
                 while not session.lost:
                     try:
                         raw = await frames.read()

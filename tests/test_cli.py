@@ -119,6 +119,13 @@ def test_no_autostart(tmp_path: Path) -> None:
     assert "not running" in out.stderr and "autostart is disabled" in out.stderr
 
 
+def test_no_autostart_from_env(tmp_path: Path) -> None:
+    """ASSISTANTD_NO_AUTOSTART=1 forbids starting the daemon, as it does for the shell client."""
+    out = ctl(None, "daemon", "status", env={"ASSISTANTD_NO_AUTOSTART": "1"})
+    assert out.returncode == 3 and "autostart is disabled" in out.stderr
+    assert not (Path(os.environ["XDG_RUNTIME_DIR"]) / "assistantd" / "assistantd.sock").exists()
+
+
 def test_autostart_and_stop(upstream: Upstream) -> None:
     """With no daemon running, assistantctl starts one; daemon stop stops it."""
     out = ctl(None, "--json", "daemon", "status")
