@@ -71,6 +71,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX compactions_conv ON compactions(conversation_id, upto_seq);
     """,
+    # 3: the role a conversation was started with (assistantd/roles.py); continuing keeps it
+    """
+    ALTER TABLE conversations ADD COLUMN role TEXT;
+    """,
 ]
 
 
@@ -144,12 +148,13 @@ class Store:
         provider: str | None,
         system: str | None,
         source: dict[str, Any] | None = None,
+        role: str | None = None,
     ) -> str:
         cid, ts = new_id("c"), now()
         with self.db:
             self.db.execute(
-                "INSERT INTO conversations(id, title, model, provider, system, source, created_at,"
-                " updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO conversations(id, title, model, provider, system, source, role,"
+                " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     cid,
                     title,
@@ -157,6 +162,7 @@ class Store:
                     provider,
                     system,
                     json.dumps(source) if source else None,
+                    role,
                     ts,
                     ts,
                 ),
@@ -310,6 +316,7 @@ class Store:
             model=conv["model"],
             provider=conv["provider"],
             system=conv["system"],
+            role=conv["role"],
             source=json.loads(conv["source"]) if conv["source"] else None,
         )
         skip = {"id", "conversation_id", "seq", "role", "content", "created_at"}
