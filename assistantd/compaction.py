@@ -6,7 +6,6 @@ is never summarized away.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from assistantd import tokens
@@ -21,13 +20,6 @@ PROMPT = (
     "summary only."
 )
 KEEP_SHARE = 0.4  # of the budget, left to the newest turns after a compaction
-
-
-@dataclass
-class Compacted:
-    summary: str
-    upto_seq: int
-    count: int  # messages newly folded into the summary
 
 
 def summary_system(system_text: str | None, summary: str | None) -> dict[str, Any] | None:

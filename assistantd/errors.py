@@ -81,21 +81,3 @@ class LocalServerFailed(RpcError):
 
 class RateLimited(RpcError):
     code, name = -32008, "rate limited"
-
-
-ALL: tuple[type[RpcError], ...] = (
-    ParseError,
-    InvalidRequest,
-    MethodNotFound,
-    InvalidParams,
-    InternalError,
-    RequestCancelled,
-    NoApiKey,
-    UpstreamError,
-    UpstreamUnreachable,
-    NotFound,
-    Busy,
-    FetchFailed,
-    LocalServerFailed,
-    RateLimited,
-)

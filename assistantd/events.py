@@ -33,7 +33,6 @@ class Subscription:
         self.session = session
         self.events: set[str] = set()
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
-        self.dropped = 0
 
     async def pump(self) -> None:
         with contextlib.suppress(ConnectionResetError):
@@ -55,7 +54,6 @@ class Bus:
                 try:
                     sub.queue.put_nowait(message)
                 except asyncio.QueueFull:
-                    sub.dropped += 1
                     log.warning("a subscriber is not reading; dropped %s", event)
 
     async def subscribe(self, p: SubscribeParams, ctx: RequestContext) -> SubscribeResult:
