@@ -4,6 +4,7 @@ listed, read, searched and appended to through a running daemon."""
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from datetime import UTC, datetime, timedelta
@@ -146,13 +147,24 @@ def bench_store(
     conversations: int,
     per_conversation: int,
     runs: int,
+    fixture: Path | None = None,
+    with_send: bool = True,
 ) -> dict[str, Any]:
-    """list, get, search and append at ``conversations`` x ``per_conversation`` messages."""
+    """list, get, search and append at ``conversations`` x ``per_conversation`` messages.
+
+    With ``fixture`` (a data folder), the store there is built once and reused by later
+    runs (each run appends a few dozen messages to it)."""
     from assistantd.store import Store
 
-    home = base / "storedata"
+    home = fixture or base / "storedata"
     db_path = home / "assistantd" / "conversations.sqlite3"
-    info = populate(db_path, conversations, per_conversation)
+    saved = home / "fixture.json"
+    if fixture is not None and saved.exists():
+        info = json.loads(saved.read_text())
+    else:
+        info = populate(db_path, conversations, per_conversation)
+        if fixture is not None:
+            saved.write_text(json.dumps(info))
     size_mb = db_path.stat().st_size / 1e6
     d = DaemonProc(env, up.base_url, name="store", data_home=home)
     direct = Store(db_path)
@@ -187,19 +199,20 @@ def bench_store(
         res["append_sql"] = _timed(
             lambda: direct.add_message(target, "user", "one more line"), runs
         )
-        big, small = ViaDaemon(d), ViaDaemon(main)
+        if with_send:
+            big, small = ViaDaemon(d), ViaDaemon(main)
 
-        def send(v: ViaDaemon, cid: str | None) -> str:
-            params = {"message": "[[reply:ok]] next", "conversation_id": cid}
-            return str(v.client.call("chat/send", params)["conversation_id"])
+            def send(v: ViaDaemon, cid: str | None) -> str:
+                params = {"message": "[[reply:ok]] next", "conversation_id": cid}
+                return str(v.client.call("chat/send", params)["conversation_id"])
 
-        # The baseline's conversations have 10 messages too, on the (small) main store.
-        few = [send(small, None) for _ in range(10)]
-        for _ in range(per_conversation // 2 - 1):
-            for cid in few:
-                send(small, cid)
-        res["send_big"] = _timed(lambda: send(big, rng.choice(sample)), runs)
-        res["send_small"] = _timed(lambda: send(small, rng.choice(few)), runs)
+            # The baseline's conversations have 10 messages too, on the (small) main store.
+            few = [send(small, None) for _ in range(10)]
+            for _ in range(per_conversation // 2 - 1):
+                for cid in few:
+                    send(small, cid)
+            res["send_big"] = _timed(lambda: send(big, rng.choice(sample)), runs)
+            res["send_small"] = _timed(lambda: send(small, rng.choice(few)), runs)
         c.close()
     finally:
         direct.close()
@@ -246,16 +259,19 @@ def bench_store(
         )
     rows += [
         Row(s, "append: Store.add_message", m["append_sql"], "ms", m["status"], "daemon/status"),
-        Row(
-            s,
-            "chat/send to a stored conversation",
-            m["send_big"],
-            "ms",
-            m["send_small"],
-            "same on a near-empty store",
-        ),
-        Row(s, "database size", total_mb, "MB", size_mb, "right after the set-up"),
     ]
+    if with_send:
+        rows.append(
+            Row(
+                s,
+                "chat/send to a stored conversation",
+                m["send_big"],
+                "ms",
+                m["send_small"],
+                "same on a near-empty store",
+            )
+        )
+    rows.append(Row(s, "database size", total_mb, "MB", size_mb, "right after the set-up"))
     return {
         "median_ms": m,
         "samples_ms": res,
@@ -266,3 +282,52 @@ def bench_store(
         "messages": n_msgs,
         "ready_s": d.ready_s,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Section 4 alone, on a store built once in ``--fixture`` and reused."""
+    import argparse
+    import shutil
+    import sys
+    import tempfile
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path[:0] = [str(root), str(root / "bench")]
+    import run
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--fixture", type=Path, required=True, help="data folder to build or reuse")
+    ap.add_argument("--conversations", type=int, default=100_000)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--no-send", action="store_true", help="leave out the chat/send row")
+    args = ap.parse_args(argv)
+    base = Path(tempfile.mkdtemp(prefix="adb-", dir="/tmp"))
+    env = run.isolate(base)
+    rows: list[Row] = []
+    up = UpstreamProc(root, env)
+    try:
+        main_daemon = DaemonProc(env, up.base_url)
+        try:
+            bench_store(
+                rows,
+                base,
+                env,
+                up,
+                main_daemon,
+                args.conversations,
+                10,
+                args.runs,
+                args.fixture,
+                not args.no_send,
+            )
+        finally:
+            main_daemon.stop()
+    finally:
+        up.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    run.print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
