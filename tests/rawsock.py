@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,16 @@ class Raw:
             elif msg.get("id") == id_:
                 return msg
 
+    def notes_until(self, count: int) -> list[dict[str, Any]]:
+        """Read notifications until ``count`` have arrived on this connection (a response in
+        between is an error: the test expected the request to be still running)."""
+        self.notes = getattr(self, "notes", [])
+        while len(self.notes) < count:
+            msg = self.line()
+            assert isinstance(msg, dict) and "method" in msg, f"expected a notification: {msg}"
+            self.notes.append(msg)
+        return self.notes
+
     def closed(self) -> bool:
         try:
             return self.sock.recv(1) == b""
@@ -58,3 +70,14 @@ def req(id_: Any, method: str, params: dict[str, Any] | None = None) -> dict[str
     if params is not None:
         msg["params"] = params
     return msg
+
+
+def until(check: Callable[[], Any], timeout: float = 10.0, what: str = "the condition") -> Any:
+    """Poll ``check`` until it returns a true value (returned), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)

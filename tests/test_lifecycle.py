@@ -49,7 +49,7 @@ def test_sigterm_saves_partial_and_cleans_up(daemon: Daemon) -> None:
     note = r.line()
     assert isinstance(note, dict)
     cid = note["params"]["conversation_id"]
-    time.sleep(0.3)
+    r.notes_until(4)  # the answer is streaming
     daemon.proc.send_signal(signal.SIGTERM)
     reply = r.response(1)
     assert reply["result"]["finish_reason"] == "cancelled"

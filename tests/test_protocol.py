@@ -19,7 +19,7 @@ import pytest
 
 from assistantd.client import RpcError
 from tests.conftest import Daemon, fake_provider_config
-from tests.rawsock import Raw, req
+from tests.rawsock import Raw, req, until
 from tests.upstream import Upstream
 
 
@@ -195,7 +195,7 @@ def test_cancel_other_request_gets_32800(
     d = make_daemon(fake_provider_config(upstream, extra=extra))
     r = Raw(d.socket)
     r.send(req(7, "models/list", {"provider": "hole"}))
-    time.sleep(0.3)
+    until(lambda: d.call("daemon/status")["active_requests"] >= 1, what="models/list to start")
     t0 = time.monotonic()
     r.send({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": 7}})
     reply = r.response(7)
@@ -247,7 +247,7 @@ def test_not_found(daemon: Daemon) -> None:
         assert (e.value.code, e.value.data["kind"], e.value.data["id"]) == (-32004, kind, "nope")
 
 
-def test_busy(daemon: Daemon) -> None:
+def test_busy(daemon: Daemon, upstream: Upstream) -> None:
     """A second chat/send in a conversation that is still answering gets -32005."""
     cid = daemon.call("chat/send", {"message": "first"})["conversation_id"]
     slow = daemon.client()
@@ -259,7 +259,7 @@ def test_busy(daemon: Daemon) -> None:
             "params": {"message": "[[words:20]] [[slow:0.1]]", "conversation_id": cid},
         }
     )
-    time.sleep(0.4)
+    until(lambda: upstream.in_flight >= 1, what="the first answer to stream")
     with pytest.raises(RpcError) as e:
         daemon.call("chat/send", {"message": "second", "conversation_id": cid})
     assert e.value.code == -32005
@@ -310,7 +310,12 @@ def test_lost_connection_cancels(daemon: Daemon, upstream: Upstream) -> None:
     while upstream.cancelled_streams < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert upstream.cancelled_streams == 1
-    time.sleep(0.2)
+
+    def last() -> dict[str, Any]:
+        msg: dict[str, Any] = daemon.call("conversations/get", {"id": cid})["messages"][-1]
+        return msg
+
+    until(lambda: last()["role"] == "assistant", what="the partial answer to be stored")
     msgs = daemon.call("conversations/get", {"id": cid})["messages"]
     assert msgs[-1]["role"] == "assistant" and msgs[-1]["status"] == "partial"
     assert 0 < len(msgs[-1]["content"].split()) < 200
@@ -323,7 +328,7 @@ def test_cancel_chat_returns_partial(daemon: Daemon, upstream: Upstream) -> None
     note = r.line()
     assert isinstance(note, dict)
     assert note["params"]["request_id"] == "c1" and note["params"]["token"] == "tok"
-    time.sleep(0.3)
+    r.notes_until(4)  # the answer is streaming
     t0 = time.monotonic()
     r.send({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": "c1"}})
     reply = r.response("c1")["result"]
@@ -333,8 +338,7 @@ def test_cancel_chat_returns_partial(daemon: Daemon, upstream: Upstream) -> None
     assert reply["text"] == deltas and 0 < len(reply["text"].split()) < 200
     msgs = daemon.call("conversations/get", {"id": reply["conversation_id"]})["messages"]
     assert (msgs[-1]["status"], msgs[-1]["content"]) == ("partial", reply["text"])
-    time.sleep(0.2)
-    assert upstream.cancelled_streams == 1
+    until(lambda: upstream.cancelled_streams == 1, what="the upstream stream to close")
 
 
 def test_responses_out_of_order(daemon: Daemon) -> None:
