@@ -143,4 +143,8 @@ def test_ctl_usage_table(priced: Daemon) -> None:
     assert lines[0].split()[:2] == ["MODEL", "REQUESTS"]
     row = {ln.split()[0]: ln for ln in lines[1:]}
     assert row["fake-echo"].rstrip().endswith("unknown")
-    assert "$0.0000" in row["fake-priced"] and "(+1 unpriced)" in row["TOTAL"]
+    report = priced.call("usage/report", {"group_by": "model"})
+    cost = {r["key"]: r["cost"] for r in report["rows"]}["fake-priced"]
+    assert 0 < cost < 0.01  # a few tokens at $2/$8 per million
+    assert row["fake-priced"].split()[-1] == f"${cost:.3g}"
+    assert f"${report['total']['cost']:.3g} (+1 unpriced)" in row["TOTAL"]
