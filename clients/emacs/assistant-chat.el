@@ -1,0 +1,259 @@
+;;; assistant-chat.el --- Chat buffers of assistant.el  -*- lexical-binding: t; -*-
+
+;; Copyright (C) 2026 The assistantd authors
+;; SPDX-License-Identifier: MIT
+
+;; This file is part of assistant.el; see assistant.el for the package's headers.
+
+;;; Commentary:
+
+;; A chat buffer shows one conversation as Markdown:
+;;
+;;   # Chat
+;;
+;;   ## You
+;;   the question
+;;
+;;   ## Assistant
+;;
+;;   the answer, streamed in as chat/delta notifications arrive
+;;
+;;   ## You
+;;   (the next message goes here; C-c C-c sends it)
+;;
+;; Two markers keep their places while the user edits: the end of the last "## You"
+;; header (the message is everything after it) and the point where the answer streams
+;; in.  Inserting a delta is all a notification does, so Emacs stays responsive.
+
+;;; Code:
+
+(require 'assistant-rpc)
+(require 'cl-lib)
+(require 'iso8601)
+(require 'seq)
+(require 'subr-x)
+
+(declare-function markdown-mode "markdown-mode" ())
+
+(defcustom assistant-model nil
+  "Model for requests; nil uses the daemon's `default_model'."
+  :type '(choice (const :tag "The daemon's default" nil) string)
+  :group 'assistant)
+
+(defcustom assistant-default-role nil
+  "Role for requests that name none (a name from the daemon's roles/list).
+nil sends none.  A prefix argument to a command asks for a role instead."
+  :type '(choice (const :tag "None" nil) string)
+  :group 'assistant)
+
+(defvar-local assistant-chat-conversation-id nil
+  "The stored conversation this chat buffer continues (nil: a new one).")
+(defvar-local assistant-chat-request nil
+  "The request streaming into this chat buffer, or nil.")
+(defvar-local assistant-chat-role nil
+  "The role a new conversation here starts with (sent with its first message).")
+(defvar-local assistant-chat--prompt nil
+  "Marker at the end of the last \"## You\" header.")
+(defvar-local assistant-chat--answer nil
+  "Marker where the answer streams in (it advances past inserted text).")
+(defvar-local assistant-chat--streamed 0
+  "Characters streamed into the current answer.")
+
+(defvar assistant-chat-mode-map
+  (let ((map (make-sparse-keymap)))
+    (define-key map (kbd "C-c C-c") #'assistant-chat-send)
+    (define-key map (kbd "C-c C-k") #'assistant-cancel)
+    map)
+  "Keys of chat buffers.")
+
+(declare-function assistant-cancel "assistant" ())
+
+(define-minor-mode assistant-chat-mode
+  "A chat with the assistantd daemon.
+Write under the last \"## You\" and send with \\[assistant-chat-send]; the
+answer streams in under \"## Assistant\".  \\[assistant-cancel] cancels it and
+keeps the part already written.
+
+\\{assistant-chat-mode-map}"
+  :lighter (:eval (if (assistant-rpc-running-p assistant-chat-request)
+                      " Assistant[streaming]"
+                    " Assistant"))
+  :keymap assistant-chat-mode-map)
+
+(defun assistant-chat-p (&optional buffer)
+  "Non-nil when BUFFER (default: the current one) is a live chat buffer."
+  (let ((buf (or buffer (current-buffer))))
+    (and (buffer-live-p buf) (buffer-local-value 'assistant-chat-mode buf))))
+
+(defun assistant-chat-busy-p (&optional buffer)
+  "Non-nil while a request streams into BUFFER (default: the current one)."
+  (with-current-buffer (or buffer (current-buffer))
+    (assistant-rpc-running-p assistant-chat-request)))
+
+(defun assistant-chat--insert (text)
+  "Insert TEXT at the answer marker; windows (and point) at the end follow it."
+  (let* ((at-end (point-max))
+         (follow (cl-remove-if-not (lambda (w) (= (window-point w) at-end))
+                                   (get-buffer-window-list nil nil t)))
+         (point-follows (= (point) at-end)))
+    (save-excursion
+      (goto-char assistant-chat--answer)
+      (insert text))
+    (when point-follows (goto-char (point-max)))
+    (dolist (w follow) (set-window-point w (point-max)))))
+
+(defun assistant-chat--new-prompt ()
+  "Open the next \"## You\" after the answer and put point there."
+  (assistant-chat--insert "\n\n## You\n")
+  (set-marker assistant-chat--prompt (1- assistant-chat--answer))
+  (goto-char (point-max))
+  (dolist (w (get-buffer-window-list nil nil t)) (set-window-point w (point-max))))
+
+(defun assistant-chat--finish (buf err result)
+  "The request of chat buffer BUF ended with ERR or RESULT."
+  (when (buffer-live-p buf)
+    (with-current-buffer buf
+      (let ((sep (if (> assistant-chat--streamed 0) "\n\n" "")))
+        (cond
+         ((and err (eql (plist-get err :code) assistant-rpc-cancelled))
+          (assistant-chat--insert (concat sep "_[cancelled]_")))
+         (err
+          (let ((data (plist-get err :data)))
+            (when (and (listp data) (plist-get data :conversation_id))
+              (setq assistant-chat-conversation-id (plist-get data :conversation_id))))
+          (assistant-chat--insert (concat sep "> **error:** " (assistant-rpc-describe err))))
+         (t
+          (setq assistant-chat-conversation-id
+                (or (plist-get result :conversation_id) assistant-chat-conversation-id))
+          (let ((title (plist-get result :title)))
+            (when (and (stringp title) (not (string-empty-p title)))
+              (save-excursion
+                (goto-char (point-min))
+                (when (looking-at "# Chat$")
+                  (replace-match (concat "# " (replace-regexp-in-string "\n" " " title))
+                                 t t)))))
+          (let ((text (plist-get result :text)))
+            (when (and (= assistant-chat--streamed 0) (stringp text) (not (string-empty-p text)))
+              (assistant-chat--insert text) ; an answer that came without deltas
+              (setq sep "\n\n")))
+          (when (equal (plist-get result :finish_reason) "cancelled")
+            (assistant-chat--insert (concat sep "_[cancelled]_"))))))
+      (setq assistant-chat-request nil)
+      (assistant-chat--new-prompt)
+      (force-mode-line-update))))
+
+(defun assistant-chat--notify (buf method params)
+  "Show notification METHOD with PARAMS of chat buffer BUF's request."
+  (cond
+   ((equal method "chat/delta")
+    (let ((text (plist-get params :text)))
+      (when (and (stringp text) (buffer-live-p buf))
+        (with-current-buffer buf
+          (setq assistant-chat--streamed (+ assistant-chat--streamed (length text)))
+          (assistant-chat--insert text)))))
+   ((equal method "summarize/progress")
+    (message "assistant: %s %s/%s" (plist-get params :stage)
+             (or (plist-get params :done) "?") (or (plist-get params :total) "?")))))
+
+(defun assistant-chat-run (buf shown method params)
+  "Show SHOWN as the user's turn in chat buffer BUF and send METHOD with PARAMS.
+The answer streams into BUF.  For chat/send the buffer's conversation (and, for
+a new one, its role) is filled in.  Return the request, or nil when BUF is
+busy."
+  (with-current-buffer buf
+    (if (assistant-chat-busy-p)
+        (progn (message "assistant: a request is still running here (C-c C-k cancels it)")
+               nil)
+      (delete-region assistant-chat--prompt (point-max))
+      (goto-char (point-max))
+      (insert "\n" shown "\n\n## Assistant\n\n")
+      (set-marker assistant-chat--answer (point-max))
+      (setq assistant-chat--streamed 0)
+      (when (equal method "chat/send")
+        (if assistant-chat-conversation-id
+            (setq params (plist-put params :conversation_id assistant-chat-conversation-id))
+          (when assistant-chat-role
+            (setq params (plist-put params :role assistant-chat-role)))))
+      (when (and assistant-model (not (plist-get params :model)))
+        (setq params (plist-put params :model assistant-model)))
+      (setq assistant-chat-request
+            (assistant-rpc-request
+             method params
+             (lambda (err result) (assistant-chat--finish buf err result))
+             :on-notify (lambda (m p) (assistant-chat--notify buf m p))))
+      (force-mode-line-update)
+      assistant-chat-request)))
+
+(defun assistant-chat-send (&optional message context)
+  "Send MESSAGE (default: the text under the last \"## You\") from this buffer.
+CONTEXT is a list of (NAME . TEXT) sent along with it."
+  (interactive)
+  (unless (assistant-chat-p)
+    (user-error "Not an assistant chat buffer"))
+  (let ((message (string-trim (or message (buffer-substring-no-properties
+                                           assistant-chat--prompt (point-max))))))
+    (if (string-empty-p message)
+        (message "assistant: write a message under the last \"## You\" first")
+      (assistant-chat-run
+       (current-buffer) message "chat/send"
+       (assistant-rpc-params
+        :message message
+        :context (and context
+                      (vconcat (mapcar (lambda (c) (list :name (car c) :text (cdr c)))
+                                       context))))))))
+
+(defun assistant-chat-cancel (&optional buffer)
+  "Cancel the request of chat BUFFER (default: this one); nil if it has none."
+  (with-current-buffer (or buffer (current-buffer))
+    (and (assistant-chat-p)
+         (assistant-rpc-running-p assistant-chat-request)
+         (assistant-rpc-cancel assistant-chat-request))))
+
+(defun assistant-chat--render (conv)
+  "Insert stored conversation CONV (a conversations/get result)."
+  (insert "# " (or (plist-get conv :title) "Chat") "\n\n")
+  (seq-doseq (m (plist-get conv :messages))
+    (let ((role (plist-get m :role)))
+      (insert "## " (pcase role ("user" "You") ("assistant" "Assistant")
+                           ("system" "System") (_ role))
+              "\n" (or (plist-get m :content) "") "\n")
+      (when (equal (plist-get m :status) "partial")
+        (insert "\n_[partial]_\n"))
+      (insert "\n"))))
+
+(defun assistant-chat--kill-hook ()
+  "A chat buffer goes away: its request stops too."
+  (assistant-chat-cancel))
+
+(defun assistant-chat-open (&optional conversation display role)
+  "Open a new chat buffer and return it.
+CONVERSATION (a conversations/get result) is shown and continued.  DISPLAY is
+the function that shows the buffer (default `pop-to-buffer-same-window').
+ROLE is sent with the first message of a new conversation."
+  (let ((buf (generate-new-buffer
+              (format "*assistant: %s*"
+                      (truncate-string-to-width
+                       (or (and conversation (plist-get conversation :title)) "chat") 40)))))
+    (with-current-buffer buf
+      (if (require 'markdown-mode nil t) (markdown-mode) (text-mode))
+      (assistant-chat-mode 1)
+      (if conversation (assistant-chat--render conversation) (insert "# Chat\n\n"))
+      (insert "## You")
+      (setq assistant-chat--prompt (point-marker)
+            assistant-chat-conversation-id (and conversation (plist-get conversation :id))
+            assistant-chat-role role)
+      (insert "\n")
+      (setq assistant-chat--answer (copy-marker (point-max) t))
+      (add-hook 'kill-buffer-hook #'assistant-chat--kill-hook nil t)
+      (goto-char (point-max)))
+    (funcall (or display #'pop-to-buffer-same-window) buf)
+    buf))
+
+(defun assistant-chat-time (iso)
+  "The daemon's UTC time ISO as local \"YYYY-MM-DD HH:MM\"."
+  (condition-case nil
+      (format-time-string "%Y-%m-%d %H:%M" (encode-time (iso8601-parse iso)))
+    (error (format "%s" iso))))
+
+(provide 'assistant-chat)
+;;; assistant-chat.el ends here

@@ -1,0 +1,297 @@
+;;; assistant.el --- Chat, edit and summarize with the assistantd daemon  -*- lexical-binding: t; -*-
+
+;; Copyright (C) 2026 The assistantd authors
+;; SPDX-License-Identifier: MIT
+
+;; Author: The assistantd authors
+;; Version: 0.1.0
+;; Package-Requires: ((emacs "28.1"))
+;; Keywords: tools, convenience
+;; URL: https://github.com/OWNER/assistantd
+
+;;; Commentary:
+
+;; A thin client of assistantd, the daemon that keeps the chats, keys and providers of
+;; every client (the shell, Neovim, the command line) in one place.  It talks to the
+;; daemon over its Unix socket with the `jsonrpc.el' that ships with Emacs; answers
+;; stream into buffers asynchronously, so Emacs never waits for one.
+;;
+;; Commands (all autoloaded):
+;;   `assistant-chat'            a chat buffer that streams answers and continues
+;;   `assistant-ask-region'      ask about the region; the answer opens in a chat buffer
+;;   `assistant-replace-region'  replace the region with the answer (one undo step)
+;;   `assistant-summarize-url'   summarize the URL at point into a chat buffer
+;;   `assistant-conversations'   pick a stored conversation and continue it
+;;   `assistant-cancel'          cancel the running request (C-c C-k in a chat buffer)
+;; With a prefix argument, `assistant-chat', `assistant-ask-region',
+;; `assistant-replace-region' and `assistant-summarize-url' ask for a role (a named
+;; prompt the daemon keeps); `assistant-default-role' applies otherwise.
+;;
+;; Layout: assistant-rpc.el is the connection (and the daemon's autostart),
+;; assistant-chat.el the chat buffers, this file the commands.  See README.md.
+
+;;; Code:
+
+(require 'assistant-rpc)
+(require 'assistant-chat)
+(require 'subr-x)
+(require 'thingatpt)
+
+(defcustom assistant-display-function #'pop-to-buffer
+  "How chat buffers of asks, summaries and picked conversations are shown.
+`assistant-chat' uses the selected window."
+  :type 'function
+  :group 'assistant)
+
+(defcustom assistant-replace-system
+  (concat "You rewrite the text given as context according to the user's instruction. "
+          "Reply with the replacement text only: no explanation, no code fences.")
+  "System prompt of `assistant-replace-region' when no role is given."
+  :type 'string
+  :group 'assistant)
+
+;;;; Roles
+
+(defvar assistant--roles nil "Role names last listed by the daemon (roles/list).")
+(defvar assistant--roles-time 0 "When `assistant--roles' was last asked for.")
+
+(defun assistant--refresh-roles ()
+  "Ask the daemon for its roles in the background (at most once a minute)."
+  (when (> (- (float-time) assistant--roles-time) 60)
+    (setq assistant--roles-time (float-time))
+    (assistant-rpc-request
+     "roles/list" nil
+     (lambda (err result)
+       (unless err
+         (setq assistant--roles
+               (mapcar (lambda (r) (cons (plist-get r :name) (plist-get r :description)))
+                       (plist-get result :roles)))))
+     :internal t :autostart nil)))
+
+(defun assistant-read-role ()
+  "Read a role name, completing over the daemon's roles; nil for none."
+  (let* ((roles assistant--roles)
+         (completion-extra-properties
+          (list :annotation-function
+                (lambda (name)
+                  (let ((desc (cdr (assoc name roles))))
+                    (if desc (concat "  " desc) "")))))
+         (name (completing-read "Role (empty for none): " roles nil nil nil nil
+                                assistant-default-role)))
+    (if (string-empty-p name) nil name)))
+
+(defun assistant--role-arg ()
+  "The role of an interactive command: asked for with a prefix argument."
+  (assistant--refresh-roles)
+  (if current-prefix-arg (assistant-read-role) assistant-default-role))
+
+;;;; Chat
+
+;;;###autoload
+(defun assistant-chat (&optional role)
+  "Open a new chat buffer in the selected window.
+Write under \"## You\" and send with \\<assistant-chat-mode-map>\\[assistant-chat-send]: the
+answer streams in, and the next message continues the conversation.  ROLE
+\(asked for with a prefix argument, else `assistant-default-role') starts the
+conversation."
+  (interactive (list (assistant--role-arg)))
+  (assistant-chat-open nil nil (or role assistant-default-role)))
+
+;;;; The region
+
+(defun assistant--region-name (beg end)
+  "A name for the text from BEG to END: the buffer's file name and its lines."
+  (format "%s:%d-%d"
+          (if buffer-file-name (file-name-nondirectory buffer-file-name) (buffer-name))
+          (line-number-at-pos beg) (line-number-at-pos (max beg (1- end)))))
+
+(defun assistant--language ()
+  "The current major mode as a Markdown code fence's language."
+  (string-remove-suffix "-ts" (string-remove-suffix "-mode" (symbol-name major-mode))))
+
+(defun assistant--region-args (prompt)
+  "Arguments of a region command: BEG, END, what PROMPT reads, a role."
+  (unless (use-region-p)
+    (user-error "No region"))
+  (let ((role (assistant--role-arg)))
+    (list (region-beginning) (region-end) (read-string prompt) role)))
+
+;;;###autoload
+(defun assistant-ask-region (beg end question &optional role)
+  "Ask QUESTION about the text from BEG to END.
+The text goes along as the message's context; the answer streams into a chat
+buffer (shown with `assistant-display-function') where the conversation can
+continue.  ROLE: see `assistant-chat'."
+  (interactive (assistant--region-args "Ask about the region: "))
+  (let* ((text (buffer-substring-no-properties beg end))
+         (name (assistant--region-name beg end))
+         (shown (format "%s\n\n```%s\n%s\n```" question (assistant--language)
+                        (string-remove-suffix "\n" text)))
+         (buf (assistant-chat-open nil assistant-display-function
+                                   (or role assistant-default-role))))
+    (assistant-chat-run buf shown "chat/send"
+                        (list :message question
+                              :context (vector (list :name name :text text))))
+    buf))
+
+(defun assistant--unfence (text)
+  "TEXT without the code fence around all of it (models add them unasked)."
+  (if (string-match "\\`[ \t\n]*```[^\n]*\n\\(\\(?:.\\|\n\\)*?\\)\n?```[ \t\n]*\\'" text)
+      (match-string 1 text)
+    text))
+
+(defun assistant--apply (start stop original text)
+  "Replace START..STOP (markers) with TEXT as one undo step of its own.
+The end of line that ended ORIGINAL is kept (or not) as it was."
+  (with-current-buffer (marker-buffer start)
+    (setq text (assistant--unfence text))
+    (cond ((and (string-suffix-p "\n" original) (not (string-suffix-p "\n" text)))
+           (setq text (concat text "\n")))
+          ((and (not (string-suffix-p "\n" original)) (string-suffix-p "\n" text))
+           (setq text (string-remove-suffix "\n" text))))
+    (undo-boundary)                     ; the edits before are a step of their own
+    (save-excursion
+      (goto-char start)
+      (delete-region start stop)
+      (insert text))
+    (undo-boundary)))
+
+;;;###autoload
+(defun assistant-replace-region (beg end instruction &optional role)
+  "Replace the text from BEG to END with the answer to INSTRUCTION.
+The text goes along as context; it is replaced once, when the answer is
+complete, as a single undo step.  A failed or cancelled request (see
+`assistant-cancel') leaves it alone.  With ROLE (see `assistant-chat') its
+system prompt applies, else `assistant-replace-system'.  Return the request."
+  (interactive (assistant--region-args "Replace the region with: "))
+  (let* ((role (or role assistant-default-role))
+         (original (buffer-substring-no-properties beg end))
+         (start (copy-marker beg t))    ; text typed at either edge stays outside
+         (stop (copy-marker end nil))
+         (chars 0)
+         (params (assistant-rpc-params
+                  :message instruction
+                  :role role
+                  :system (unless role assistant-replace-system)
+                  :model assistant-model
+                  :context (vector (list :name (assistant--region-name beg end)
+                                         :text original)))))
+    (prog1
+        (assistant-rpc-request
+         "chat/send" params
+         (lambda (err result)
+           (cond
+            ((and err (not (eql (plist-get err :code) assistant-rpc-cancelled)))
+             (message "assistant: %s (the text is unchanged)" (assistant-rpc-describe err)))
+            ((or err (equal (plist-get result :finish_reason) "cancelled"))
+             (message "assistant: cancelled; the text is unchanged"))
+            ((not (buffer-live-p (marker-buffer start)))
+             (message "assistant: the buffer is gone; nothing replaced"))
+            (t
+             (assistant--apply start stop original (plist-get result :text))
+             (message "assistant: replaced (%s undoes it)"
+                      (substitute-command-keys "\\[undo]"))))
+           (set-marker start nil)
+           (set-marker stop nil))
+         :on-notify
+         (lambda (method p)
+           (when (equal method "chat/delta")
+             (setq chars (+ chars (length (plist-get p :text))))
+             (message "assistant: writing... %d chars (M-x assistant-cancel stops it)"
+                      chars))))
+      (message "assistant: thinking... (M-x assistant-cancel stops it)"))))
+
+;;;; Summaries
+
+(defun assistant--url-at-point ()
+  "The http(s) URL at point, or nil."
+  (let ((url (thing-at-point 'url t)))
+    (when (and url (string-match-p "\\`https?://" url))
+      (replace-regexp-in-string "[.,;:!?']+\\'" "" url))))
+
+;;;###autoload
+(defun assistant-summarize-url (url &optional role)
+  "Summarize the web page at URL (interactively: the URL at point, or asked for).
+The daemon fetches and summarizes it; its stages show in the echo area and the
+summary streams into a chat buffer.  The summary is a stored conversation:
+follow-up questions in that buffer continue it.  ROLE: see `assistant-chat'."
+  (interactive
+   (let ((role (assistant--role-arg)))
+     (list (or (assistant--url-at-point) (read-string "Summarize URL: ")) role)))
+  (unless (string-match-p "\\`https?://" url)
+    (user-error "Not an http(s) URL: %s" url))
+  (let* ((role (or role assistant-default-role))
+         (buf (assistant-chat-open nil assistant-display-function role)))
+    (assistant-chat-run buf (concat "Summarize " url) "summarize/url"
+                        (assistant-rpc-params :url url :role role))
+    (message "assistant: fetching %s" url)
+    buf))
+
+;;;; Stored conversations
+
+(defun assistant-open-conversation (id)
+  "Open stored conversation ID in a chat buffer, to read and continue it."
+  (assistant-rpc-request
+   "conversations/get" (list :id id)
+   (lambda (err conv)
+     (if err
+         (message "assistant: %s" (assistant-rpc-describe err))
+       (assistant-chat-open conv assistant-display-function)))))
+
+(defun assistant--conversation-candidates (convs)
+  "Completion candidates for CONVS: (STRING . CONVERSATION), newest first."
+  (mapcar (lambda (c)
+            (let ((title (string-trim (replace-regexp-in-string
+                                       "[ \t\n]+" " " (or (plist-get c :title) "")))))
+              (cons (format "%s  %s  (%d messages)  %s"
+                            (assistant-chat-time (plist-get c :updated_at))
+                            (if (string-empty-p title) "(untitled)" title)
+                            (or (plist-get c :message_count) 0)
+                            (plist-get c :id))
+                    c)))
+          convs))
+
+(defun assistant--pick-conversation (convs)
+  "Read one of CONVS (newest first) and open it."
+  (let* ((cands (assistant--conversation-candidates convs))
+         (table (lambda (string pred action)
+                  (if (eq action 'metadata)
+                      '(metadata (category . assistant-conversation)
+                                 (display-sort-function . identity)
+                                 (cycle-sort-function . identity))
+                    (complete-with-action action cands string pred))))
+         (choice (let ((inhibit-quit nil))
+                   (with-local-quit
+                     (completing-read "Conversation: " table nil t)))))
+    (when-let ((conv (cdr (assoc choice cands))))
+      (assistant-open-conversation (plist-get conv :id)))))
+
+;;;###autoload
+(defun assistant-conversations (&optional query)
+  "Pick a stored conversation (newest first) and continue it in a chat buffer.
+With a prefix argument, search for QUERY in titles and messages first."
+  (interactive (list (and current-prefix-arg (read-string "Search conversations: "))))
+  (assistant-rpc-request
+   "conversations/list"
+   (assistant-rpc-params :limit 200 :query (and query (not (string-empty-p query)) query))
+   (lambda (err result)
+     (let ((convs (append (plist-get result :conversations) nil)))
+       (cond (err (message "assistant: %s" (assistant-rpc-describe err)))
+             ((null convs) (message "assistant: no stored conversations"))
+             ;; Not from the process filter: read in the main loop, where C-g works.
+             (t (run-at-time 0 nil #'assistant--pick-conversation convs)))))))
+
+;;;; Cancelling
+
+;;;###autoload
+(defun assistant-cancel ()
+  "Cancel this chat buffer's request, else the newest request in flight.
+A chat or summary keeps the part already written (the daemon stores it as
+partial); a replacement leaves the text as it was."
+  (interactive)
+  (if (or (assistant-chat-cancel) (assistant-rpc-cancel (assistant-rpc-newest)))
+      (message "assistant: cancelling...")
+    (message "assistant: nothing to cancel")))
+
+(provide 'assistant)
+;;; assistant.el ends here
