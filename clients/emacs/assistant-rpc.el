@@ -111,6 +111,10 @@ For debugging: pretty-printing each streamed delta is slow."
        (progn ,@body)
      (error (message "assistant: %s failed: %s" ,what (error-message-string err)))))
 
+(defun assistant-rpc--why (err)
+  "What went wrong in the `file-error' ERR of a connect, in a few words."
+  (if (stringp (nth 2 err)) (downcase (nth 2 err)) (error-message-string err)))
+
 (defun assistant-rpc--finish (req err result)
   "End REQ once: call its on-done with ERR or RESULT."
   (unless (eq (assistant-rpc-request-state req) 'done)
@@ -241,7 +245,7 @@ Return nil, or a string that says why it cannot start."
                  (assistant-rpc--fail-queue
                   st (assistant-rpc--unavailable
                       "the daemon did not answer on %s (%s)%s" path
-                      (error-message-string err)
+                      (assistant-rpc--why err)
                       (if ex (format ", it exited with code %d: %s" (car ex)
                                      (truncate-string-to-width (cdr ex) 300))
                         ""))))
@@ -293,7 +297,7 @@ starts the daemon.  INTERNAL requests are never `assistant-rpc-newest'."
               (setq assistant-rpc--conn (assistant-rpc--open path))
               (assistant-rpc--send req))
           (file-error
-           (let ((why (error-message-string err)))
+           (let ((why (assistant-rpc--why err)))
              (if (and autostart assistant-autostart)
                  (assistant-rpc--start req path why)
                (assistant-rpc--finish

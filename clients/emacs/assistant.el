@@ -149,7 +149,9 @@ The end of line that ended ORIGINAL is kept (or not) as it was."
            (setq text (concat text "\n")))
           ((and (not (string-suffix-p "\n" original)) (string-suffix-p "\n" text))
            (setq text (string-remove-suffix "\n" text))))
-    (undo-boundary)                     ; the edits before are a step of their own
+    ;; The answer may land while the user types (keystrokes in a row share an undo
+    ;; step): close that step first, and ours after it.
+    (undo-boundary)
     (save-excursion
       (goto-char start)
       (delete-region start stop)
@@ -176,6 +178,7 @@ system prompt applies, else `assistant-replace-system'.  Return the request."
                   :model assistant-model
                   :context (vector (list :name (assistant--region-name beg end)
                                          :text original)))))
+    (deactivate-mark)
     (prog1
         (assistant-rpc-request
          "chat/send" params
@@ -243,10 +246,11 @@ follow-up questions in that buffer continue it.  ROLE: see `assistant-chat'."
   (mapcar (lambda (c)
             (let ((title (string-trim (replace-regexp-in-string
                                        "[ \t\n]+" " " (or (plist-get c :title) "")))))
-              (cons (format "%s  %s  (%d messages)  %s"
+              (cons (format "%s  %s  (%s)  %s"
                             (assistant-chat-time (plist-get c :updated_at))
                             (if (string-empty-p title) "(untitled)" title)
-                            (or (plist-get c :message_count) 0)
+                            (let ((n (or (plist-get c :message_count) 0)))
+                              (format (if (= n 1) "%d message" "%d messages") n))
                             (plist-get c :id))
                     c)))
           convs))

@@ -49,6 +49,16 @@
   "A predicate: chat BUFFER has no request running."
   (lambda () (not (assistant-chat-busy-p buffer))))
 
+(defun assistant-test-messages ()
+  "The echo area's messages so far (the *Messages* log), as a vector of lines."
+  (with-current-buffer (messages-buffer)
+    (vconcat (split-string (buffer-string) "\n" t))))
+
+(defun assistant-test-last-message ()
+  "The newest message of the echo area."
+  (let ((all (assistant-test-messages)))
+    (and (> (length all) 0) (aref all (1- (length all))))))
+
 (defun assistant-test-json (value)
   "VALUE as JSON: alists are objects, vectors arrays, :false false."
   (let ((json-encoding-pretty-print nil)
