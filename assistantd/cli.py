@@ -1,20 +1,71 @@
 """``assistantctl``: the command-line client. Standard library only on its way to the
-socket (argparse, json, socket), so it starts in tens of milliseconds."""
+socket (argparse, json, socket), so it starts in tens of milliseconds: what only some
+commands need (``subprocess``, ``math``, ``readline``) is imported where it is used.
 
+On a terminal, what the daemon sends (answers, page text, titles, stored messages,
+errors) is printed with its control characters replaced (``--raw``: the exact text)."""
+
+# ruff: noqa: PTH110  (os.path, not pathlib: pathlib would cost this client 15 ms)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
 from assistantd.client import Client, DaemonUnavailable, RpcError, start_daemon
 
+TYPE_CHECKING = False  # typing costs an import that the socket path does without
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TextIO
+
 EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 1, 2, 3, 130
+NO_KEY = -32001
+LOCAL_EXTRA = "pip install 'assistantd[local]'"
+
+# C0 and C1 control characters and DEL, but newline and tab: a terminal obeys them
+# (ESC ] 52 writes the clipboard, ESC ] 0 retitles the window, CSI 8 m hides text).
+_CONTROLS = {c: "\ufffd" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)}
+# json.dumps escapes C0 but leaves DEL and C1 raw; \u escapes keep the JSON exact.
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)}
+
+
+def safe(text: str) -> str:
+    """``text`` with every control character but newline and tab shown as U+FFFD."""
+    return text.replace("\r\n", "\n").translate(_CONTROLS)
+
+
+class SafeStream:
+    """A terminal stream that passes text through ``safe``; the rest goes to the stream."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(safe(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def guard_terminals() -> None:
+    """Wrap stdout and stderr in ``SafeStream`` where they are terminals."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and stream.isatty():
+            setattr(sys, name, SafeStream(stream))
+
+
+def status_line(text: str) -> None:
+    """Overwrite the current stderr line with ``text`` (its own control sequence kept)."""
+    stream = sys.stderr.stream if isinstance(sys.stderr, SafeStream) else sys.stderr
+    stream.write("\r\033[K" + safe(text))
+    stream.flush()
+
+
+def dump_json(value: Any) -> None:
+    print(json.dumps(value, ensure_ascii=False, indent=2).translate(_JSON_ESCAPES))
 
 
 class Ctl:
@@ -37,7 +88,7 @@ class Ctl:
 
     def out(self, value: Any, human: Callable[[Any], None]) -> None:
         if self.args.json:
-            print(json.dumps(value, ensure_ascii=False, indent=2))
+            dump_json(value)
         else:
             human(value)
 
@@ -47,6 +98,8 @@ class Ctl:
 
 def _print_logprobs(entries: list[dict[str, Any]]) -> None:
     """Each token with its probability and alternatives, as in the seed article."""
+    import math
+
     for e in entries:
         print(repr(e["token"]))
         for t in e.get("top_logprobs") or [{"token": e["token"], "logprob": e["logprob"]}]:
@@ -68,6 +121,7 @@ def chat_once(
         "model": a.model,
         "provider": a.provider,
         "system": a.system if first else None,
+        "role": a.role if first else None,
         "temperature": a.temperature,
         "max_tokens": a.max_tokens,
         "context": context or None,
@@ -75,14 +129,22 @@ def chat_once(
         "top_logprobs": a.logprobs,
     }
 
-    def on_delta(method: str, p: dict[str, Any]) -> None:
-        if method == "chat/delta" and streaming:
+    progress = Progress(tty=sys.stderr.isatty() and not a.json)
+
+    def on_notify(method: str, p: dict[str, Any]) -> None:
+        if method == "chat/progress":
+            progress.stage(p)
+        elif method == "chat/delta" and streaming:
+            progress.clear()
             sys.stdout.write(p.get("text", ""))
             sys.stdout.flush()
 
-    result = ctl.call("chat/send", params, on_notify=on_delta, cancel_on_interrupt=True)
+    try:
+        result = ctl.call("chat/send", params, on_notify=on_notify, cancel_on_interrupt=True)
+    finally:
+        progress.clear()
     if a.json:
-        print(json.dumps(result, ensure_ascii=False, indent=2))
+        dump_json(result)
         return dict(result)
     if not streaming:
         sys.stdout.write(result["text"])
@@ -101,6 +163,28 @@ def chat_once(
             file=sys.stderr,
         )
     return dict(result)
+
+
+class Progress:
+    """One transient line on a terminal's stderr while the daemon prepares an answer
+    (``chat/progress``: a local model server starting); cleared when text arrives."""
+
+    MESSAGES = {"starting_local": "starting the local model{name}…"}
+
+    def __init__(self, tty: bool) -> None:
+        self.tty, self.shown = tty, False
+
+    def stage(self, p: dict[str, Any]) -> None:
+        template = self.MESSAGES.get(str(p.get("stage")))
+        if self.tty and template is not None:  # a stage this client does not know: none
+            name = p.get("name")
+            status_line(template.format(name=f" {name}" if name else ""))
+            self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            status_line("")
+            self.shown = False
 
 
 def cmd_chat(ctl: Ctl) -> int:
@@ -128,6 +212,8 @@ def cmd_chat(ctl: Ctl) -> int:
 
 def repl(ctl: Ctl, cid: str | None) -> int:
     """An interactive chat: Ctrl-C cancels the answer, not the session; /quit leaves."""
+    import contextlib
+
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (line editing and history for input())
     print("assistantctl chat: /quit or Ctrl-D to leave, Ctrl-C cancels an answer", file=sys.stderr)
@@ -184,14 +270,12 @@ def cmd_summarize(ctl: Ctl) -> int:
 
     def clear() -> None:
         if state["line"]:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+            status_line("")
             state["line"] = False
 
     def on_notify(name: str, p: dict[str, Any]) -> None:
         if name == "summarize/progress" and tty and not state["streamed"]:
-            sys.stderr.write(f"\r\033[K{p.get('stage')} {p.get('done')}/{p.get('total')}")
-            sys.stderr.flush()
+            status_line(f"{p.get('stage')} {p.get('done')}/{p.get('total')}")
             state["line"] = True
         elif name == "chat/delta" and not a.json:
             clear()
@@ -204,7 +288,7 @@ def cmd_summarize(ctl: Ctl) -> int:
     finally:
         clear()
     if a.json:
-        print(json.dumps(result, ensure_ascii=False, indent=2))
+        dump_json(result)
         return 0
     if not state["streamed"]:
         sys.stdout.write(result["text"])
@@ -241,44 +325,54 @@ def cmd_daemon(ctl: Ctl) -> int:
 
         ctl.out(ctl.call("daemon/status"), show)
         return 0
-    if a.action in ("stop", "restart"):
-        try:
-            Client(a.socket).call("daemon/shutdown")
-        except DaemonUnavailable:
-            if a.action == "stop":
-                print("assistantd is not running", file=sys.stderr)
-                return 0
-        _wait_gone(ctl)
-        if a.action == "stop":
-            return 0
-    if a.action in ("start", "restart"):
-        c = Client(a.socket)
-        try:
-            c.connect()
-            print(f"assistantd is already running on {c.path}", file=sys.stderr)
-        except DaemonUnavailable:
-            start_daemon(c.path)
-            print(f"assistantd started on {c.path}", file=sys.stderr)
-        return 0
     if a.action == "install":
         from assistantd.install import install
 
         return install(a)
-    return EXIT_USAGE
+    path = Client(a.socket).path
+    report: dict[str, Any] = {"action": a.action, "socket": path}
+    if a.action in ("stop", "restart"):
+        try:
+            Client(a.socket).call("daemon/shutdown")
+            report["stopped"] = True
+        except DaemonUnavailable:
+            report["stopped"] = False
+            if a.action == "stop" and not a.json:
+                print("assistantd is not running", file=sys.stderr)
+        if report["stopped"]:
+            _wait_gone(path)
+    if a.action in ("start", "restart"):
+        c = Client(a.socket)
+        try:
+            c.connect()
+            report["started"] = False
+            if not a.json:
+                print(f"assistantd is already running on {path}", file=sys.stderr)
+        except DaemonUnavailable:
+            start_daemon(path)
+            report["started"] = True
+            if not a.json:
+                print(f"assistantd started on {path}", file=sys.stderr)
+        finally:
+            c.close()
+        report["pid"] = Client(a.socket).call("daemon/status")["pid"]
+    if a.json:
+        dump_json(report)
+    return 0
 
 
-def _wait_gone(ctl: Ctl) -> None:
+def _wait_gone(path: str) -> None:
     import time
 
-    path = Client(ctl.args.socket).path
     deadline = time.monotonic() + 10
-    while path.exists() and time.monotonic() < deadline:
+    while os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.02)
 
 
 def cmd_keys(ctl: Ctl) -> int:
     a = ctl.args
     if a.action == "set":
+        ctl.client.connect()  # first: whose socket it is, before a key is even asked for
         if sys.stdin.isatty():
             import getpass
 
@@ -349,35 +443,42 @@ def cmd_models(ctl: Ctl) -> int:
     return 0
 
 
+def _total(r: dict[str, Any]) -> str:
+    """A list's total as the daemon counts it: exact, or "1000+" past its bound."""
+    total = r.get("total")
+    return f"{total}+" if r.get("total_capped") else str(total)
+
+
 def cmd_conversations(ctl: Ctl) -> int:
     a = ctl.args
     act = a.action
     if act in ("list", "search"):
         r = ctl.call("conversations/list", {"limit": a.limit, "query": a.query})
-        ctl.out(
-            r,
-            lambda r: _table(
+
+        def show(r: dict[str, Any]) -> None:
+            rows = [
                 [
-                    [
-                        c["id"],
-                        c["updated_at"][:16].replace("T", " "),
-                        str(c["message_count"]),
-                        c["model"] or "",
-                        c["title"],
-                    ]
-                    for c in r["conversations"]
-                ],
-                ["ID", "UPDATED", "MSGS", "MODEL", "TITLE"],
-            ),
-        )
+                    c["id"],
+                    c["updated_at"][:16].replace("T", " "),
+                    str(c["message_count"]),
+                    c["model"] or "",
+                    c["title"],
+                ]
+                for c in r["conversations"]
+            ]
+            _table(rows, ["ID", "UPDATED", "MSGS", "MODEL", "TITLE"])
+            if len(rows) < (r.get("total") or 0) and sys.stderr.isatty():
+                print(f"({len(rows)} of {_total(r)}; --limit N for more)", file=sys.stderr)
+
+        ctl.out(r, show)
     elif act == "show":
-        r = ctl.call(
-            "conversations/export", {"id": a.id, "format": "json" if a.json else "markdown"}
-        )
-        print(r["content"])
+        if a.json:
+            dump_json(ctl.call("conversations/get", {"id": a.id}))
+        else:
+            print(ctl.call("conversations/export", {"id": a.id, "format": "markdown"})["content"])
     elif act == "export":
         r = ctl.call("conversations/export", {"id": a.id, "format": a.format})
-        print(r["content"])
+        ctl.out(r, lambda r: print(r["content"]))
     elif act == "rm":
         r = ctl.call("conversations/delete", {"id": a.id})
         ctl.out(r, lambda r: print(f"deleted {r['id']}"))
@@ -388,6 +489,28 @@ def cmd_conversations(ctl: Ctl) -> int:
         r = ctl.call("conversations/fork", {"id": a.id, "message_id": a.message})
         ctl.out(r, lambda r: print(r["id"]))
     return 0
+
+
+def conversation_words(args: argparse.Namespace) -> str | None:
+    """Spread ``conversations ACTION WORDS...`` over the action's arguments: ``search``
+    takes all the words as its query, ``rename ID TITLE...`` a title of many words; the
+    rest take one ID. Returns a usage error, or None."""
+    words, act = args.words, args.action
+    args.id = args.query = args.title = None
+    if act == "search":
+        args.query = " ".join(words).strip() or None
+        return None if args.query else "conversations search needs the words to look for"
+    if act == "list":
+        return (
+            "conversations list takes no words (search WORDS... looks for some)" if words else None
+        )
+    if not words:
+        return f"conversations {act} needs a conversation ID"
+    args.id, rest = words[0], words[1:]
+    if act == "rename":
+        args.title = " ".join(rest).strip() or None
+        return None if args.title else "conversations rename needs an ID and a title"
+    return f"conversations {act} takes one ID, not {len(words)} words" if rest else None
 
 
 def cmd_local(ctl: Ctl) -> int:
@@ -443,7 +566,9 @@ def cmd_usage(ctl: Ctl) -> int:
     def money(row: dict[str, Any]) -> str:
         if row["cost"] is None:
             return "unknown"
-        text = f"${row['cost']:.4f}"
+        cost = row["cost"]
+        # Cents for everyday sums; small ones keep three significant digits, not "$0.0000".
+        text = f"${cost:.2f}" if cost >= 0.01 or cost == 0 else f"${cost:.3g}"
         return text + (
             f" (+{row['unpriced_requests']} unpriced)" if row["unpriced_requests"] else ""
         )
@@ -478,14 +603,115 @@ def cmd_usage(ctl: Ctl) -> int:
     return 0
 
 
+def cmd_roles(ctl: Ctl) -> int:
+    r = ctl.call("roles/list")
+    ctl.out(
+        r,
+        lambda r: _table(
+            [
+                [x["name"], x["source"], x.get("model") or "", x.get("description") or ""]
+                for x in r["roles"]
+            ],
+            ["NAME", "SOURCE", "MODEL", "DESCRIPTION"],
+        ),
+    )
+    return 0
+
+
+DEFAULT_WHY = {
+    "config": "default_model in the config",
+    "local": "the local model: no remote provider has a key",
+    "fallback": "the built-in fallback: no default_model in the config, no local model",
+}
+
+
+def cmd_doctor(ctl: Ctl) -> int:
+    """Everything a first run depends on, at a glance."""
+    path = Client(ctl.args.socket).path
+    try:
+        status = ctl.call("daemon/status")
+    except DaemonUnavailable as e:
+        if ctl.args.json:
+            dump_json({"socket": path, "error": str(e)})
+        else:
+            print(f"socket:   {path}: {e}")
+        return EXIT_UNAVAILABLE
+    keys = ctl.call("keys/list")
+    local = ctl.call("local/list")
+    report = {
+        "status": status,
+        "config_exists": os.path.exists(status["config_path"]),
+        "keys": keys["keys"],
+        "keyring_error": keys.get("keyring_error") or status.get("keyring_error"),
+        "local": local["servers"],
+    }
+    if ctl.args.json:
+        dump_json(report)
+        return 0
+    s = status
+    if not s["config_ok"]:
+        config = f"ERROR: {s['config_error']}"
+    else:
+        config = "ok" if report["config_exists"] else "no file: the defaults apply"
+    with_key = [
+        f"{k['provider']} ({k['source']}" + (f" …{k['hint']})" if k["hint"] else ")")
+        for k in keys["keys"]
+        if k["source"] != "none"
+    ]
+    without = [k["provider"] for k in keys["keys"] if k["source"] == "none"]
+    servers = [
+        f"{x['name']} {x['state']} ({'managed' if x['managed'] else 'probed'})"
+        for x in local["servers"]
+    ]
+    source = s.get("default_model_source")
+    why = DEFAULT_WHY.get(source or "", source or "?")
+    print(f"assistantd {s['version']} (pid {s['pid']}), up {s['uptime_s']:.0f} s")
+    print(f"socket:   {s['socket']} (answering)")
+    print(f"config:   {s['config_path']} ({config})")
+    print(f"keyring:  {report['keyring_error'] or 'ok'}")
+    print(f"keys:     {', '.join(with_key) or 'none'}")
+    if without:
+        print(f"no key:   {', '.join(without)} (assistantctl keys set NAME)")
+    print(f"local:    {', '.join(servers) or 'none'}")
+    if not any(x["managed"] for x in local["servers"]):
+        print(f"          (no managed local model; for one: {LOCAL_EXTRA})")
+    print(f"default:  {s['default_model']} ({why})")
+    return 0
+
+
 def _report(e: RpcError) -> None:
     print(f"assistantctl: {e.message} ({e.code})", file=sys.stderr)
+
+
+def _guide_no_key(ctl: Ctl, e: RpcError) -> None:
+    """-32001, said as what to do next: store a key, or answer with a local model."""
+    data = e.data if isinstance(e.data, dict) else {}
+    provider = data.get("provider") or "openai"
+    print(
+        f"assistantctl: {provider} needs an API key: assistantctl keys set {provider}",
+        file=sys.stderr,
+    )
+    try:
+        managed = [x["name"] for x in ctl.call("local/list")["servers"] if x["managed"]]
+    except (RpcError, DaemonUnavailable):
+        managed = []
+    if managed:
+        hint = f"or use the local model, no key needed: assistantctl chat -p {managed[0]} ..."
+    else:
+        hint = f"or run a model on this machine, no key needed: {LOCAL_EXTRA}"
+    print(f"  {hint}", file=sys.stderr)
 
 
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print the result as JSON"
+    )
+    common.add_argument(
+        "--raw",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print control characters as they are, even on a terminal",
     )
     p = argparse.ArgumentParser(
         prog="assistantctl", parents=[common], description="Talk to the assistantd daemon."
@@ -503,6 +729,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("-m", "--model")
     c.add_argument("-p", "--provider")
     c.add_argument("-s", "--system")
+    c.add_argument("-r", "--role", help="a named prompt (assistantctl roles lists them)")
     c.add_argument("-t", "--temperature", type=float)
     c.add_argument("-c", "--conversation", metavar="ID", help="continue this conversation")
     c.add_argument("--continue", dest="cont", action="store_true", help="continue the latest")
@@ -551,32 +778,36 @@ def parser() -> argparse.ArgumentParser:
         nargs="?",
         default="list",
     )
-    v.add_argument("id", nargs="?")
-    v.add_argument("title", nargs="?")
+    v.add_argument("words", nargs="*", metavar="ID|WORDS", help="an ID; search: WORDS...")
     v.add_argument("--limit", type=int, default=20)
     v.add_argument("--message", help="fork: the last message to keep")
     v.add_argument("--format", choices=["markdown", "json"], default="markdown")
-    v.set_defaults(func=cmd_conversations, query=None)
+    v.set_defaults(func=cmd_conversations)
 
     lo = sub.add_parser("local", parents=[common], help="local model servers (llama-server, ...)")
     lo.add_argument("action", choices=["list", "start", "stop", "logs"], nargs="?", default="list")
     lo.add_argument("name", nargs="?")
     lo.add_argument("-n", "--lines", type=int, default=50, help="logs: how many lines")
     lo.set_defaults(func=cmd_local)
+
+    sub.add_parser("roles", parents=[common], help="named prompts (chat -r NAME)").set_defaults(
+        func=cmd_roles
+    )
+    sub.add_parser(
+        "doctor", parents=[common], help="socket, config, keys, local models, default model"
+    ).set_defaults(func=cmd_doctor)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     args.json = getattr(args, "json", False)
-    if args.command in ("conversations", "conv"):
-        if args.action == "search":
-            args.query, args.id = args.id, None
-        if args.action in ("show", "rm", "rename", "fork", "export", "search") and not (
-            args.id or args.query
-        ):
-            print(f"assistantctl: conversations {args.action} needs an argument", file=sys.stderr)
-            sys.exit(EXIT_USAGE)
+    args.raw = getattr(args, "raw", False)
+    if not args.raw:
+        guard_terminals()
+    if args.command in ("conversations", "conv") and (problem := conversation_words(args)):
+        print(f"assistantctl: {problem}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     if args.command == "keys" and args.action in ("set", "delete") and not args.provider:
         print(f"assistantctl: keys {args.action} needs a PROVIDER", file=sys.stderr)
         sys.exit(EXIT_USAGE)
@@ -584,7 +815,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = args.func(ctl)
     except RpcError as e:
-        _report(e)
+        if e.code == NO_KEY:
+            _guide_no_key(ctl, e)
+        else:
+            _report(e)
         code = EXIT_ERROR
     except DaemonUnavailable as e:
         print(f"assistantctl: {e}", file=sys.stderr)

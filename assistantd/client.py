@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 from assistantd import paths
 
-Notify = Callable[[str, dict[str, Any]], None]
+TYPE_CHECKING = False  # typing costs an import that the socket path does without
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any
+
+    Notify = Callable[[str, dict[str, Any]], None]
 
 
 class RpcError(Exception):
@@ -35,8 +38,41 @@ class DaemonUnavailable(Exception):
     """Nothing answers on the socket (and it was not, or could not be, started)."""
 
 
-def start_daemon(path: Path, timeout: float = 15.0) -> None:
+class ForeignDaemon(DaemonUnavailable):
+    """The socket is served by a process of another user: nothing may be sent to it."""
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a connected Unix socket.
+
+    Linux: ``SO_PEERCRED`` (pid, uid, gid). macOS and the BSDs: ``LOCAL_PEERCRED`` at
+    level ``SOL_LOCAL`` (0), a ``struct xucred`` whose second field is the uid; it is what
+    their ``getpeereid(3)`` reads."""
+    import struct
+
+    if hasattr(socket, "SO_PEERCRED"):
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return int(struct.unpack("3i", creds)[1])
+    option = getattr(socket, "LOCAL_PEERCRED", 1)
+    creds = sock.getsockopt(0, option, struct.calcsize("IIh16I"))
+    return int(struct.unpack_from("II", creds)[1])
+
+
+def check_peer(sock: socket.socket, path: str) -> None:
+    """Refuse a socket that another user serves: a key or a question sent there would go
+    to them (any user can create a socket where ours is expected, say when the runtime
+    folder is missing or shared)."""
+    uid = peer_uid(sock)
+    if uid != os.getuid():
+        raise ForeignDaemon(
+            f"refusing {path}: it is served by uid {uid}, not by you (uid {os.getuid()})"
+        )
+
+
+def start_daemon(path: str | Path, timeout: float = 15.0) -> None:
     """Start ``assistantd`` in the background for ``path`` and wait until it answers."""
+    import subprocess  # only here: the usual path to a running daemon needs no child
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "assistantd", "--quiet", "--socket", str(path)],
         stdin=subprocess.DEVNULL,
@@ -72,7 +108,7 @@ class Client:
         autostart: bool = False,
         timeout: float | None = None,
     ) -> None:
-        self.path = paths.client_socket_path(str(path) if path else None)
+        self.path: str = paths.client_socket(str(path) if path else None)
         self.autostart = autostart
         self.timeout = timeout
         self._sock: socket.socket | None = None
@@ -92,7 +128,7 @@ class Client:
             return
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.connect(str(self.path))
+            sock.connect(self.path)
         except (FileNotFoundError, ConnectionRefusedError) as e:
             sock.close()
             if not self.autostart:
@@ -101,10 +137,15 @@ class Client:
                 ) from e
             start_daemon(self.path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.connect(str(self.path))
+            sock.connect(self.path)
         except OSError as e:
             sock.close()
             raise DaemonUnavailable(f"cannot connect to {self.path}: {e}") from e
+        try:
+            check_peer(sock, self.path)
+        except BaseException:
+            sock.close()
+            raise
         sock.settimeout(self.timeout)
         self._sock = sock
 

@@ -231,3 +231,51 @@ def test_autostarted_daemon_does_not_run_in_the_callers_folder(tmp_path: Path) -
         assert Path(f"/proc/{pid}/cwd").resolve() == Path("/")
     finally:
         ctl(None, "daemon", "stop")
+
+
+def test_search_takes_all_the_words(daemon: Daemon) -> None:
+    """`conversations search zebra stripes` finds conversations with both words, not every
+    one with "zebra"; `rename ID` takes a title of many words."""
+    both = json.loads(ctl(daemon, "chat", "--json", "zebra stripes", input="").stdout)
+    one = json.loads(ctl(daemon, "chat", "--json", "zebra only", input="").stdout)
+    found = ctl(daemon, "conversations", "search", "zebra", "stripes")
+    assert found.returncode == 0, found.stderr
+    assert both["conversation_id"] in found.stdout
+    assert one["conversation_id"] not in found.stdout
+    renamed = ctl(daemon, "conversations", "rename", one["conversation_id"], "Plains", "animals")
+    assert renamed.returncode == 0, renamed.stderr
+    got = daemon.call("conversations/get", {"id": one["conversation_id"]})
+    assert got["title"] == "Plains animals"
+    extra = ctl(daemon, "conversations", "show", one["conversation_id"], "stray")
+    assert extra.returncode == 2 and "takes one ID" in extra.stderr
+
+
+def test_show_and_export_honour_json(daemon: Daemon) -> None:
+    """`conversations show --json` prints the conversation as JSON and `export --json` the
+    export result (format and content)."""
+    cid = json.loads(ctl(daemon, "chat", "--json", "json please", input="").stdout)[
+        "conversation_id"
+    ]
+    shown = json.loads(ctl(daemon, "conversations", "show", cid, "--json").stdout)
+    assert shown["id"] == cid and shown["messages"][-1]["content"] == "You said: json please"
+    exported = json.loads(ctl(daemon, "conversations", "export", cid, "--json").stdout)
+    assert exported["format"] == "markdown" and "You said: json please" in exported["content"]
+
+
+def test_daemon_start_stop_restart_honour_json(upstream: Upstream) -> None:
+    """`daemon start|restart|stop --json` print what they did as JSON on stdout."""
+    started = ctl(None, "daemon", "start", "--json")
+    assert started.returncode == 0, started.stderr
+    first = json.loads(started.stdout)
+    assert first["action"] == "start" and first["started"] is True and first["pid"] > 0
+    try:
+        again = json.loads(ctl(None, "daemon", "start", "--json").stdout)
+        assert again["started"] is False and again["pid"] == first["pid"]
+        restarted = json.loads(ctl(None, "daemon", "restart", "--json").stdout)
+        assert restarted["stopped"] is True and restarted["started"] is True
+        assert restarted["pid"] != first["pid"]
+    finally:
+        stopped = json.loads(ctl(None, "daemon", "stop", "--json").stdout)
+    assert stopped == {"action": "stop", "socket": first["socket"], "stopped": True}
+    gone = json.loads(ctl(None, "daemon", "stop", "--json").stdout)
+    assert gone["stopped"] is False
