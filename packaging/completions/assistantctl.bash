@@ -76,6 +76,7 @@ _assistantctl() {
         --socket | --config) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         -m | --model) COMPREPLY=($(compgen -W "$(_assistantctl_names "$cmd" 2 models)" -- "$cur")); return ;;
         -p | --provider) COMPREPLY=($(compgen -W "$(_assistantctl_names "$cmd" 1 providers)" -- "$cur")); return ;;
+        -r | --role) COMPREPLY=($(compgen -W "$(_assistantctl_names "$cmd" 1 roles)" -- "$cur")); return ;;
         -c | --conversation)
             COMPREPLY=($(compgen -W "$(_assistantctl_names "$cmd" 1 conversations list --limit 50)" -- "$cur"))
             return ;;

@@ -81,6 +81,9 @@ function __assistantctl_complete
         case -p --provider
             __assistantctl_names $cmd 1 providers
             return
+        case -r --role
+            __assistantctl_names $cmd 1 roles
+            return
         case -c --conversation
             __assistantctl_names $cmd 1 conversations list --limit 50
             return

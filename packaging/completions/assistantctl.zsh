@@ -73,6 +73,7 @@ _assistantctl() {
         --socket|--config) _files; return ;;
         -m|--model) _assistantctl_names $cmd 2 models; return ;;
         -p|--provider) _assistantctl_names $cmd 1 providers; return ;;
+        -r|--role) _assistantctl_names $cmd 1 roles; return ;;
         -c|--conversation) _assistantctl_names $cmd 1 conversations list --limit 50; return ;;
     esac
     if (( ${valued[(Ie)$prev]} )); then
