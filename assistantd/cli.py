@@ -702,8 +702,28 @@ def _guide_no_key(ctl: Ctl, e: RpcError) -> None:
     print(f"  {hint}", file=sys.stderr)
 
 
+class Formatter(argparse.HelpFormatter):
+    """argparse's help layout, sized without ``shutil``: every ``add_argument`` makes a
+    formatter, and the default one imports ``shutil`` (3 ms) for the terminal's width."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            width = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size().columns
+        except (ValueError, OSError):
+            width = 80
+        super().__init__(prog, width=max(width, 40) - 2)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser with ``Formatter``; its subcommands' parsers are of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", Formatter)
+        super().__init__(*args, **kwargs)
+
+
 def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print the result as JSON"
     )
@@ -713,9 +733,7 @@ def parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="print control characters as they are, even on a terminal",
     )
-    p = argparse.ArgumentParser(
-        prog="assistantctl", parents=[common], description="Talk to the assistantd daemon."
-    )
+    p = Parser(prog="assistantctl", parents=[common], description="Talk to the assistantd daemon.")
     p.add_argument("--socket", help="socket path (default: the contract's rule)")
     p.add_argument(
         "--no-autostart",

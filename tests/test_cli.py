@@ -155,6 +155,29 @@ def test_client_imports_only_stdlib(daemon: Daemon) -> None:
     assert '"pid"' in out.stdout
 
 
+LEAN_PATH_AVOIDS = {"subprocess", "pathlib", "dataclasses", "inspect", "typing", "shutil"}
+
+
+def test_chat_reaches_the_socket_on_a_lean_import_path(daemon: Daemon) -> None:
+    """`assistantctl chat` with a daemon running imports none of subprocess, pathlib,
+    dataclasses, inspect, typing or shutil (run without ``site``, whose editable-install
+    finder imports pathlib by itself)."""
+    probe = (
+        "import sys, runpy\n"
+        f"sys.argv = ['assistantctl', '--socket', {str(daemon.socket)!r}, 'chat', 'lean']\n"
+        "try:\n    runpy.run_module('assistantd.cli', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted(sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", probe],
+        capture_output=True, text=True, cwd=ROOT, timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert out.stdout.startswith("You said: lean\n"), out.stderr
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"')))
+    assert loaded & LEAN_PATH_AVOIDS == set()
+
+
 def _pane(session: str) -> str:
     return subprocess.run(
         ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True, check=True
