@@ -165,3 +165,13 @@ def test_socket_of_another_user_is_refused(
         assert time.monotonic() < deadline, "the client never closed the connection"
         time.sleep(0.02)
     assert got.read_bytes() == b""
+
+
+def test_a_partial_list_says_how_many_there_are(daemon: Daemon) -> None:
+    """On a terminal, a list cut at --limit says how many there are in all."""
+    for word in ("first", "second", "third"):
+        daemon.call("chat/send", {"message": word, "stream": False})
+    code, out = on_pty(daemon, "conversations", "list", "--limit", "2")
+    assert code == 0 and b"(2 of 3; --limit N for more)" in out, out
+    code, out = on_pty(daemon, "conversations", "search", "second")
+    assert code == 0 and b" of " not in out, out
