@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from assistantd import compaction, errors, tokens
 from assistantd.compaction import needs_compaction, split_point, summary_system
 from assistantd.providers import Completion, ContextExceeded, Provider, Providers, StreamBroken
+from assistantd.roles import Roles
 from assistantd.rpc import Params, RequestContext, Result
 from assistantd.store import Store
 from assistantd.usage import Ledger, conversation_var
@@ -24,6 +26,8 @@ from assistantd.usage import Ledger, conversation_var
 log = logging.getLogger("assistantd.chat")
 
 MAX_MESSAGE_CHARS = 4_000_000  # a bigger message is refused before anything is stored
+VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+MAX_VAR_CHARS = 4096
 
 
 class Attachment(BaseModel):
@@ -62,6 +66,21 @@ class ChatParams(Params):
     context: list[Attachment] | None = None
     stream: bool = True
     compact: Literal["trim", "summarize"] | None = None  # default: the config's ``compact``
+    # A named prompt and settings (roles/list); explicit params beat the role's values.
+    # Default: the conversation's role when continuing one, else none.
+    role: str | None = Field(default=None, min_length=1, max_length=200)
+    # Values for the role's ``{name}`` placeholders (the shell clients send shell and os).
+    vars: dict[str, str] | None = Field(default=None, max_length=32)
+
+    @field_validator("vars")
+    @classmethod
+    def _vars(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for name, value in (v or {}).items():
+            if not VAR_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a placeholder name ([A-Za-z_][A-Za-z0-9_]*)")
+            if len(value) > MAX_VAR_CHARS:
+                raise ValueError(f"{name!r} is longer than {MAX_VAR_CHARS} characters")
+        return v
 
 
 class ChatResult(Result):
@@ -77,6 +96,7 @@ class ChatResult(Result):
     compacted: int = 0  # messages folded into the conversation's stored summary just now
     cost: float | None = None  # USD; null when the model's price is unknown
     warnings: list[str] = []
+    role: str | None = None  # the role this answer used: the one asked for, else the conversation's
 
 
 def render(message: dict[str, Any]) -> dict[str, Any]:
@@ -109,12 +129,18 @@ class Turn:
 
 class Chat:
     def __init__(
-        self, store: Store, providers: Providers, ledger: Ledger, default_model: Any
+        self,
+        store: Store,
+        providers: Providers,
+        ledger: Ledger,
+        default_model: Any,
+        roles: Roles,
     ) -> None:
         self.store = store
         self.providers = providers
         self.ledger = ledger
         self.default_model = default_model  # callable: () -> str, decided by the daemon
+        self.roles = roles
         self.busy: set[str] = set()
 
     async def conversation(self, cid: str | None) -> dict[str, Any] | None:
@@ -145,9 +171,36 @@ class Chat:
         reserve = max_tokens or min(1024, window // 4)
         return Turn(p, model, window, reserve)
 
+    def apply_role(self, params: ChatParams, conv: dict[str, Any] | None) -> ChatParams:
+        """``params`` with the role's values where the request names none.
+
+        A role given here supplies its prompt, model and provider; a continued
+        conversation keeps its own (stored) prompt and model, and its role supplies the
+        rest (temperature, max_tokens, compact)."""
+        explicit = self.roles.get(params.role) if params.role else None
+        role = explicit or self.roles.find(conv["role"] if conv else None)
+        if role is None:
+            return params
+        update: dict[str, Any] = {
+            "temperature": params.temperature
+            if params.temperature is not None
+            else role.temperature,
+            "max_tokens": params.max_tokens or role.max_tokens,
+            "compact": params.compact or role.compact,
+        }
+        if explicit:
+            update["model"] = params.model or role.model
+            update["provider"] = params.provider or role.provider
+            update["system"] = (
+                params.system if params.system is not None else role.prompt(params.vars)
+            )
+        return params.model_copy(update=update)
+
     async def send(self, params: ChatParams, ctx: RequestContext) -> ChatResult:
         """Send a message in a new or stored conversation; stream the answer as ``chat/delta``."""
         conv = await self.conversation(params.conversation_id)
+        params = self.apply_role(params, conv)
+        role_name = params.role or (conv["role"] if conv else None)
         cid: str | None = conv["id"] if conv else None
         if cid in self.busy:
             raise errors.Busy(
@@ -170,7 +223,7 @@ class Chat:
                 history = [m for m in history if m["seq"] > summary["upto_seq"]]
             context = [a.model_dump() for a in params.context or []]
             new_msg = render({"role": "user", "content": params.message, "context": context})
-            system_text = conv["system"] if conv else params.system
+            system_text = conv["system"] if conv and not params.role else params.system
             budget = turn.window - turn.reserve
             strategy = params.compact or self.providers.config.compact
             if strategy == "summarize" and cid and history:
@@ -195,7 +248,9 @@ class Chat:
             self.busy.add(cid)
             conversation_var.set(cid)
             stored = True
-            return await self._answer(params, ctx, turn, cid, fit)
+            result = await self._answer(params, ctx, turn, cid, fit)
+            result.role = role_name
+            return result
         except asyncio.CancelledError:
             # Cancelled before the provider was called (``_answer`` handles the rest): the
             # contract still answers with a cancelled result, and the question is kept.
@@ -206,7 +261,9 @@ class Chat:
             cid = await asyncio.shield(self._keep_question(params, turn, cid, stored))
             self.busy.add(cid)
             mid = await self._store_answer(cid, turn, Completion(), "partial", "cancelled")
-            return self._result(cid, mid, turn, Completion(), "cancelled", 0, False)
+            result = self._result(cid, mid, turn, Completion(), "cancelled", 0, False)
+            result.role = role_name
+            return result
         finally:
             if cid:
                 self.busy.discard(cid)
@@ -222,6 +279,7 @@ class Chat:
                     model=turn.model,
                     provider=turn.provider.name,
                     system=params.system,
+                    role=params.role,
                 )
             )
         if not stored:

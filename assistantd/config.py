@@ -6,6 +6,7 @@ Every key is optional. Built-in provider presets are merged under the user's
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import tomllib
 from pathlib import Path
@@ -56,6 +57,18 @@ class SummarizeConfig(_Strict):
     max_redirects: int = Field(default=5, ge=0)
 
 
+class RoleConfig(_Strict):
+    """A named prompt every client can use (``[roles.NAME]``); see assistantd/roles.py."""
+
+    system: str | None = Field(default=None, max_length=100_000)  # a new role needs one
+    description: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, gt=0)
+    compact: Literal["trim", "summarize"] | None = None
+
+
 class Config(_Strict):
     default_model: str | None = None
     # How a conversation longer than the window goes on: leave out the oldest turns, or
@@ -69,6 +82,7 @@ class Config(_Strict):
     models: dict[str, ModelConfig] = {}
     local: dict[str, LocalConfig] = {}
     summarize: SummarizeConfig = SummarizeConfig()
+    roles: dict[str, RoleConfig] = {}
 
 
 class ConfigError(Exception):
@@ -92,7 +106,7 @@ def parse(text: str, name: str = "config.toml") -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{name}: {e}") from None
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as e:
         problems = []
         for err in e.errors(include_url=False, include_input=False):
@@ -101,6 +115,62 @@ def parse(text: str, name: str = "config.toml") -> Config:
             where = f"line {line}" if line else "?"
             problems.append(f"{name}:{where}: {'.'.join(loc)}: {err['msg']}")
         raise ConfigError("; ".join(problems)) from None
+    problems = check_roles(cfg, text, name)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return cfg
+
+
+def check_roles(cfg: Config, text: str, name: str) -> list[str]:
+    """What is wrong with the ``[roles.*]`` tables that pydantic cannot see: a new role
+    without ``system``, a provider that does not exist, a model nothing routes to."""
+    from assistantd import llama, pricing
+    from assistantd.roles import BUILTIN  # roles imports this module: import at call time
+
+    def where(*loc: str) -> str:
+        line = locate(text, ["roles", *loc])
+        return f"{name}:line {line}" if line else f"{name}:?"
+
+    patterns: dict[str, list[str]] = {}
+    for pname in [*PRESETS, *cfg.providers]:
+        merged = {
+            **PRESETS.get(pname, {}),
+            **cfg.providers.get(pname, ProviderConfig()).model_dump(exclude_none=True),
+        }
+        if "base_url" in merged:
+            patterns[pname] = list(merged.get("models") or [])
+    for pname, lc in cfg.local.items():
+        patterns[pname] = list(lc.models or [lc.alias or pname])
+    patterns.setdefault(llama.BUILTIN_NAME, [llama.BUILTIN_ALIAS])
+    priced = [pat for pat, _ in pricing.BUILT_IN]
+
+    def known(model: str, provider: str | None) -> bool:
+        if model in cfg.models:
+            return True
+        if provider is not None:
+            pats = patterns[provider]
+            return not pats or any(fnmatch.fnmatchcase(model, p) for p in pats)
+        every = [p for pats in patterns.values() for p in pats] + priced
+        return any(fnmatch.fnmatchcase(model, p) for p in every)
+
+    problems = []
+    for rname, role in cfg.roles.items():
+        if role.system is None and rname not in BUILTIN:
+            problems.append(
+                f"{where(rname)}: roles.{rname}.system: a new role needs a system prompt"
+            )
+        if role.provider is not None and role.provider not in patterns:
+            problems.append(
+                f"{where(rname, 'provider')}: roles.{rname}.provider: no provider named "
+                f"{role.provider!r}"
+            )
+        elif role.model is not None and not known(role.model, role.provider):
+            whom = f"provider {role.provider!r} does not" if role.provider else "no provider does"
+            problems.append(
+                f"{where(rname, 'model')}: roles.{rname}.model: unknown model {role.model!r}: "
+                f"{whom} serve it (add it to a provider's models, or a [models] table)"
+            )
+    return problems
 
 
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")

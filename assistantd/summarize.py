@@ -29,6 +29,7 @@ from assistantd.chat import MAX_MESSAGE_CHARS, Chat, Turn, Usage, title_from
 from assistantd.config import SummarizeConfig
 from assistantd.fetch import Entry, Limits, PageCache, check_url, extract, fetch, freshness
 from assistantd.providers import Completion, ContextExceeded, Providers, StreamBroken
+from assistantd.roles import SUMMARIZE, Role, fill
 from assistantd.rpc import Params, RequestContext, Result
 from assistantd.store import Store
 from assistantd.usage import conversation_var, kind_var
@@ -43,9 +44,11 @@ REDUCE_SYSTEM = (
     "them into one coherent summary in the language of the text, without "
     "repeating yourself. No preamble."
 )
-WHOLE_SYSTEM = (
-    "You SUMMARIZE text{about}. Write a clear, concise summary of its main points "
-    "in the language of the text. No preamble."
+# The summary itself follows the ``summarize`` role's prompt (assistantd/roles.py, which
+# a config can override); a long text's last request adds this to it.
+COMBINE_NOTE = (
+    "The text comes as summaries of its consecutive parts: combine them into one "
+    "coherent summary, without repeating yourself."
 )
 FOLLOWUP_SYSTEM = (
     "You answer questions about {what}. Its text is attached to the first user "
@@ -67,6 +70,9 @@ class _Options(Params):
     instructions: str | None = Field(default=None, max_length=20_000)
     conversation_id: str | None = None
     stream: bool = True
+    # A named prompt and settings (roles/list); default ``summarize``. Its prompt is the
+    # summary's instructions; explicit model and provider beat the role's.
+    role: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class UrlParams(_Options):
@@ -90,6 +96,7 @@ class SummarizeResult(Result):
     model: str
     provider: str
     finish_reason: str
+    role: str | None = None  # the role the summary followed
 
 
 # -- splitting -------------------------------------------------------------------------
@@ -162,6 +169,7 @@ class _Run:
     turn: Turn
     options: _Options
     concurrency: int
+    role: Role
     url: str | None = None
     title: str | None = None
     text: str = ""
@@ -197,7 +205,7 @@ class _Run:
 
     def system(self, template: str) -> str:
         about = f' titled "{self.title}"' if self.title else ""
-        text = template.format(about=about)
+        text = fill(template, {"about": about})
         if self.options.instructions:
             text += f"\n\nThe user's instructions for the summary: {self.options.instructions}"
         return text
@@ -241,8 +249,10 @@ class Summarizer:
             raise errors.Busy(
                 "a request is already running in this conversation", conversation_id=conv["id"]
             )
-        turn = self.chat.resolve(params.model, params.provider, None, conv)
-        run = _Run(ctx, turn, params, self.settings().concurrency)
+        role = self.chat.roles.get(params.role or SUMMARIZE)
+        model, provider = params.model or role.model, params.provider or role.provider
+        turn = self.chat.resolve(model, provider, role.max_tokens, conv)
+        run = _Run(ctx, turn, params, self.settings().concurrency, role)
         if conv:
             run.cid = conv["id"]
             self.chat.busy.add(conv["id"])
@@ -272,6 +282,7 @@ class Summarizer:
                         provider=run.turn.provider.name,
                         system=FOLLOWUP_SYSTEM.format(what=self._what(run)),
                         source={"url": run.url, "title": run.title, "chars": len(run.text)},
+                        role=run.role.name,
                     )
                 )
                 run.own = True
@@ -338,9 +349,13 @@ class Summarizer:
 
     async def _summarize(self, run: _Run) -> None:
         turn = run.turn
-        whole, mapper, reducer = (run.system(t) for t in (WHOLE_SYSTEM, MAP_SYSTEM, REDUCE_SYSTEM))
+        prompt = run.role.system
+        whole, mapper, reducer, last = (
+            run.system(t)
+            for t in (prompt, MAP_SYSTEM, REDUCE_SYSTEM, f"{prompt}\n\n{COMBINE_NOTE}")
+        )
         overhead = tokens.PER_REQUEST + 2 * tokens.PER_MESSAGE
-        instructions = max(map(tokens.estimate, (whole, mapper, reducer)))
+        instructions = max(map(tokens.estimate, (whole, mapper, reducer, last)))
         budget = turn.window - turn.reserve - overhead - instructions
         if budget < MIN_CHUNK:
             raise errors.InvalidParams(
@@ -364,7 +379,7 @@ class Summarizer:
             level = await self._parallel(run, "reduce", reducer, inputs, total)
         total = run.done["reduce"] + 1
         await run.progress("reduce", total - 1, total)
-        await self._final(run, reducer, inputs[0])
+        await self._final(run, last, inputs[0])
         await run.progress("reduce", total, total)
 
     async def _parallel(
@@ -402,6 +417,7 @@ class Summarizer:
                 messages,
                 out,
                 stream=False,
+                temperature=run.role.temperature,
                 max_tokens=max(16, run.turn.reserve // 2),
             )
         except ContextExceeded:
@@ -431,6 +447,7 @@ class Summarizer:
                 out,
                 stream=run.options.stream,
                 on_delta=on_delta if run.options.stream else None,
+                temperature=run.role.temperature,
                 max_tokens=run.turn.reserve,
             )
         except ContextExceeded:
@@ -513,4 +530,5 @@ class Summarizer:
             model=run.turn.model,
             provider=run.turn.provider.name,
             finish_reason=finish,
+            role=run.role.name,
         )
