@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import logging
 import logging.handlers
 import os
@@ -13,7 +14,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -36,8 +37,7 @@ from assistantd.conversations import (
 from assistantd.events import Bus, SubscribeParams, SubscribeResult
 from assistantd.local import ListResult as LocalListResult
 from assistantd.local import LocalServers, LogsParams, LogsResult, NameParams, ServerEntry
-from assistantd.providers import Providers
-from assistantd.roles import Roles, RolesResult
+from assistantd.providers import Providers, off_loop
 from assistantd.rpc import EmptyResult, NoParams, Params, Registry, RequestContext, Result
 from assistantd.server import AlreadyRunning, Listener, Server, notify_systemd
 from assistantd.store import Store
@@ -62,9 +62,6 @@ class Status(Result):
     active_requests: int
     providers: list[str]
     default_model: str
-    # why that model: the config's default_model, the bundled local model (no remote
-    # provider has a key), or the built-in fallback
-    default_model_source: Literal["config", "local", "fallback"]
     keyring_error: str | None = None
 
 
@@ -154,8 +151,7 @@ class Daemon:
         self.ledger = Ledger(self.store, self.config)
         self.providers.on_usage = self.ledger.record
         self.usage = Usage(self.store)
-        self.roles = Roles(lambda: self.config)
-        self.chat = Chat(self.store, self.providers, self.ledger, self.default_model, self.roles)
+        self.chat = Chat(self.store, self.providers, self.ledger, self.default_model)
         self.summarizer = Summarizer(
             self.store, self.providers, self.chat, lambda: self.config.summarize
         )
@@ -192,7 +188,7 @@ class Daemon:
             log.info("config reloaded from %s", self.config_path)
 
     async def watch_config(self) -> None:
-        import watchfiles
+        watchfiles = await off_loop(lambda: importlib.import_module("watchfiles"), "import")
 
         folder = self.config_path.parent
         folder.mkdir(parents=True, exist_ok=True)
@@ -212,15 +208,7 @@ class Daemon:
             self.reload()
 
     def default_model(self) -> str:
-        return self.default_model_and_source()[0]
-
-    def default_model_and_source(self) -> tuple[str, Literal["config", "local", "fallback"]]:
-        """The model a request that names none gets, and where that choice comes from."""
-        if self.config.default_model:
-            return self.config.default_model, "config"
-        if local := self.local.no_key_default():
-            return local, "local"
-        return FALLBACK_MODEL, "fallback"
+        return self.config.default_model or self.local.no_key_default() or FALLBACK_MODEL
 
     # -- methods -------------------------------------------------------------------
 
@@ -250,11 +238,9 @@ class Daemon:
         r("local/logs", LogsParams, LogsResult, self.local.logs)
         r("summarize/url", UrlParams, SummarizeResult, self.summarizer.url)
         r("summarize/text", TextParams, SummarizeResult, self.summarizer.text)
-        r("roles/list", NoParams, RolesResult, self.roles.list)
 
     async def status(self, p: NoParams, ctx: RequestContext) -> Status:
         """The daemon's version, paths, config state, load and providers."""
-        model, source = self.default_model_and_source()
         return Status(
             version=__version__,
             protocol=PROTOCOL_VERSION,
@@ -267,8 +253,7 @@ class Daemon:
             config_error=self.config_error,
             active_requests=max(0, len(self.registry.active) - 1),  # not counting this one
             providers=list(self.providers.by_name),
-            default_model=model,
-            default_model_source=source,
+            default_model=self.default_model(),
             keyring_error=self.providers.keyring_error,
         )
 
@@ -394,6 +379,9 @@ class Daemon:
     # -- lifecycle -----------------------------------------------------------------
 
     async def run(self, listener: Listener) -> None:
+        # The SDK's import (1.1-1.4 s on a slow machine) starts now, on a thread of its
+        # own, while the store opens and the socket starts answering.
+        self.providers.warm()
         await self.store.aopen()
         loop = asyncio.get_running_loop()
 
@@ -415,9 +403,11 @@ class Daemon:
             async with asyncio.TaskGroup() as tg:
                 watcher = tg.create_task(self.watch_config())
                 reaper = tg.create_task(self.local.run())
+                warmer = tg.create_task(self.warm())
                 await self.stopping.wait()
                 watcher.cancel()
                 reaper.cancel()
+                warmer.cancel()  # a thread still importing is abandoned, not waited for
         finally:
             notify_systemd("STOPPING=1")
             server.close()
@@ -426,6 +416,17 @@ class Daemon:
             await self.providers.close()
             self.store.close()
             log.info("assistantd stopped")
+
+    async def warm(self) -> None:
+        """Have the SDK imported and the default provider's client built before the first
+        request asks for them; nothing waits for this but requests that need the SDK."""
+        try:
+            await self.providers.sdk()
+            await self.providers.prepare(self.providers.route(self.default_model()))
+        except errors.RpcError as e:  # e.g. the default names no provider: its request says so
+            log.info("nothing prepared ahead: %s", e.message)
+        except ImportError as e:
+            log.error("the openai SDK cannot be imported: %s", e)
 
     async def _drain(self) -> None:
         """Cancel requests in flight, give them a moment to answer, then drop connections."""
@@ -439,15 +440,29 @@ class Daemon:
             await asyncio.wait(list(self.server.connections), timeout=2)
 
 
-def setup_logging(log_dir: Path, level: str, foreground: bool) -> None:
+LOG_MAX_BYTES = 2_000_000
+
+
+class PrivateLog(logging.handlers.RotatingFileHandler):
+    """The daemon's rotating log: every file it opens, the first one and each one a
+    rotation starts, is created 0600 whatever the umask (and never through a symlink)."""
+
+    def _open(self) -> Any:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(self.baseFilename, flags, 0o600)
+        os.fchmod(fd, 0o600)  # a file left by an older version may be wider
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
+def setup_logging(
+    log_dir: Path, level: str, foreground: bool, max_bytes: int = LOG_MAX_BYTES
+) -> None:
     log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     root = logging.getLogger("assistantd")
     root.setLevel(level)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers: list[logging.Handler] = [
-        logging.handlers.RotatingFileHandler(
-            log_dir / "assistantd.log", maxBytes=2_000_000, backupCount=3, encoding="utf-8"
-        )
+        PrivateLog(log_dir / "assistantd.log", maxBytes=max_bytes, backupCount=3, encoding="utf-8")
     ]
     if foreground:
         handlers.append(logging.StreamHandler(sys.stderr))
@@ -455,8 +470,22 @@ def setup_logging(log_dir: Path, level: str, foreground: bool) -> None:
         h.setFormatter(fmt)
         h.addFilter(secrets.ScrubFilter())
         root.addHandler(h)
-    with contextlib.suppress(OSError):
-        os.chmod(log_dir / "assistantd.log", 0o600)
+
+
+def no_core_dumps() -> None:
+    """Keep keys out of core files and away from other processes: no core dump at all
+    (RLIMIT_CORE 0), and on Linux the process is not dumpable (PR_SET_DUMPABLE 0), so
+    its memory and /proc files are closed even to the user's other processes."""
+    import resource
+
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE = 4
+            log.warning("prctl(PR_SET_DUMPABLE, 0) failed: %s", os.strerror(ctypes.get_errno()))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -468,12 +497,20 @@ def main(argv: list[str] | None = None) -> None:
         "--config", help="config file (default: $ASSISTANTD_CONFIG or the config dir)"
     )
     parser.add_argument("--quiet", action="store_true", help="log to the file only, not stderr")
+    parser.add_argument(
+        "--log-max-bytes",
+        type=int,
+        default=LOG_MAX_BYTES,
+        metavar="N",
+        help=f"start a new log file past N bytes, keeping 3 (default: {LOG_MAX_BYTES:,})",
+    )
     parser.add_argument("--version", action="version", version=f"assistantd {__version__}")
     args = parser.parse_args(argv)
+    no_core_dumps()
 
     config_path = paths.config_path(args.config)
     dirs = paths.dirs()
-    setup_logging(dirs.log, "INFO", foreground=not args.quiet)
+    setup_logging(dirs.log, "INFO", foreground=not args.quiet, max_bytes=args.log_max_bytes)
     socket_cfg = None
     try:
         cfg = config.load(config_path)

@@ -6,12 +6,16 @@ completion call with retries before the first token and errors mapped to the con
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
+import json
 import logging
 import random
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from assistantd import errors, secrets, tokens
 from assistantd.config import PRESETS, Config, LocalConfig
@@ -109,6 +113,45 @@ class StreamBroken(Exception):
 
 OnDelta = Callable[[str, list[dict[str, Any]] | None], Awaitable[None]]
 BaseUrlHook = Callable[[Provider], Awaitable[str]]
+T = TypeVar("T")
+
+
+def off_loop(call: Callable[[], T], name: str) -> asyncio.Future[T]:
+    """Run ``call`` on a daemon thread of its own and settle a future on the loop. Unlike
+    the loop's executor, a thread still busy at shutdown is abandoned, not joined."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if fut.done():
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(value)
+
+    def run() -> None:
+        try:
+            value, error = call(), None
+        except BaseException as e:
+            value, error = None, e
+        with contextlib.suppress(RuntimeError):  # the loop may be closed by now
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return fut
+
+
+def import_sdk() -> float:
+    """Import the ``openai`` SDK and the parts of it a chat stream and a model list load
+    lazily (1.1-1.4 s on a slow machine); seconds taken. Runs off the event loop."""
+    t0 = time.perf_counter()
+    import openai
+    import openai.resources.chat.completions
+    import openai.resources.models
+    import openai.types.chat.completion_create_params  # noqa: F401
+
+    return time.perf_counter() - t0
 
 
 class Providers:
@@ -123,6 +166,9 @@ class Providers:
         self.on_usage: Callable[[Provider, str, dict[str, int]], None] | None = (
             None  # learned, e.g. from llama-server /props
         )
+        self._sdk: asyncio.Future[float] | None = None
+        self.sdk_import_s: float | None = None  # how long the SDK took to import, once it did
+        self._building = asyncio.Lock()  # one client built at a time, off the loop
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
@@ -183,6 +229,39 @@ class Providers:
             self._keys[p.name] = found  # keyless servers too: no keyring call per request
         return found
 
+    def warm(self) -> asyncio.Future[float]:
+        """Start importing the SDK on its own thread, once (the daemon does at start)."""
+        if self._sdk is None:
+            self._sdk = off_loop(import_sdk, "assistantd-sdk")
+
+            def done(fut: asyncio.Future[float]) -> None:
+                if fut.cancelled() or fut.exception() is not None:
+                    return
+                self.sdk_import_s = fut.result()
+                log.info(
+                    "openai SDK imported in %.0f ms on thread assistantd-sdk, off the event loop",
+                    self.sdk_import_s * 1000,
+                )
+
+            self._sdk.add_done_callback(done)
+        return self._sdk
+
+    async def sdk(self) -> None:
+        """Wait for the SDK's import (started now if the daemon has not yet)."""
+        await asyncio.shield(self.warm())
+
+    async def prepare(self, p: Provider) -> None:
+        """Build ``p``'s client ahead of its first request: a client costs 80-120 ms
+        (TLS set-up), paid here, off the loop, rather than by the first keypress. A
+        provider that cannot have one yet (no key, a managed server that is not running)
+        is left for its first request to report."""
+        if p.managed:
+            return  # building its client would start the server
+        try:
+            await self.client(p)
+        except errors.RpcError as e:
+            log.info("no client prepared for %s: %s", p.name, e.message)
+
     async def client(self, p: Provider) -> openai.AsyncOpenAI:
         key, _ = await self.key(p)
         if key is None:
@@ -198,15 +277,15 @@ class Providers:
         cached = self._clients.get(p.name)
         if cached and cached[0] == ident:
             return cached[1]
-        import openai
-
-        client = openai.AsyncOpenAI(
-            api_key=key,
-            base_url=base_url,
-            max_retries=0,  # retried here, before the first token only
-            timeout=openai.Timeout(p.timeout_s, connect=10.0),
-        )
-        self._clients[p.name] = (ident, client)
+        await self.sdk()
+        async with self._building:
+            cached = self._clients.get(p.name)
+            if cached and cached[0] == ident:  # built by another request meanwhile
+                return cached[1]
+            client = await off_loop(
+                lambda: _new_client(key, base_url, p.timeout_s), "assistantd-client"
+            )
+            self._clients[p.name] = (ident, client)
         if cached:
             await cached[1].close()
         return client
@@ -234,9 +313,9 @@ class Providers:
         """Run one completion into ``out``. Retries 429/5xx/connect errors until the first
         token; maps every failure to the contract's errors; on cancel, closes the
         upstream stream at once (so the provider stops generating) and re-raises."""
+        client = await self.client(p)  # after the SDK's import, which runs off the loop
         import openai
 
-        client = await self.client(p)
         kwargs: dict[str, Any] = {"model": model, "messages": messages}
         if temperature is not None:
             kwargs["temperature"] = temperature
@@ -288,54 +367,115 @@ class Providers:
         out: Completion,
         on_delta: OnDelta | None,
     ) -> None:
-        import httpx2
-
-        stream = await client.chat.completions.create(
+        """Stream one completion. The SDK builds the request, authenticates and maps HTTP
+        errors; the body is read raw, one ``json.loads`` per SSE event (a typed chunk per
+        event was half the relay's time). Deltas go out through a ``DeltaRelay``, so a
+        client that falls behind never holds up the stream: what arrives meanwhile goes
+        out as one delta when it catches up."""
+        create = client.chat.completions.with_streaming_response.create
+        async with create(
             **kwargs, stream=True, stream_options={"include_usage": True}
-        )
+        ) as response:
+            if on_delta is None:
+                await self._read(response.http_response, out, None)
+            else:
+                relay = DeltaRelay(on_delta)
+                error: Exception | None = None
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(relay.run())
+                    try:
+                        await self._read(response.http_response, out, relay)
+                    except Exception as e:  # raised below, once what came before it is sent
+                        error = e
+                    finally:
+                        relay.close()
+                if error is not None:
+                    raise error
+        if out.finish_reason is None:
+            raise ValueError("the stream ended without a finish reason")
+
+    async def _read(self, http: Any, out: Completion, relay: DeltaRelay | None) -> None:
+        """Read the SSE body into ``out``; transport errors become the SDK's errors, as
+        they are when the SDK reads the stream itself."""
+        import ssl
+
+        import httpx2
+        import openai
+
+        events = SseEvents()
+        body = http.aiter_bytes()
         try:
-            async for chunk in stream:
-                # Chunks already buffered never suspend: yield once per chunk so that many
-                # streams share the loop and new requests start promptly.
+            async for data in body:
+                self._take(events.feed(data), out, http.request, relay)
+                # Data already buffered never suspends: yield once per read so that the
+                # relay sends, many streams share the loop, and new requests start promptly.
                 await asyncio.sleep(0)
-                if chunk.usage is not None:
-                    out.usage = _usage(chunk.usage)
-                if not chunk.choices:
-                    continue
-                choice = chunk.choices[0]
-                text = choice.delta.content or "" if choice.delta else ""
-                lps = None
-                if choice.logprobs is not None and choice.logprobs.content:
-                    lps = [_logprob(e) for e in choice.logprobs.content]
-                    out.logprobs.extend(lps)
-                    out.got_logprobs = True
-                if text or lps:
-                    out.started = True
-                    out.text += text
-                    if on_delta is not None:
-                        await on_delta(text, lps)
-                if choice.finish_reason:
-                    out.finish_reason = choice.finish_reason
+            self._take(events.close(), out, http.request, relay)
+        except httpx2.TimeoutException as e:
+            raise openai.APITimeoutError(request=http.request) from e
+        except (httpx2.RequestError, ssl.SSLError) as e:
+            raise openai.APIConnectionError(request=http.request) from e
         except httpx2.HTTPError as e:
             raise OSError(str(e)) from e
         finally:
-            await stream.close()
-        if out.finish_reason is None:
-            raise ValueError("the stream ended without a finish reason")
+            await body.aclose()
+
+    @staticmethod
+    def _take(
+        payloads: list[bytes], out: Completion, request: Any, relay: DeltaRelay | None
+    ) -> None:
+        """Fold the events' chunks into ``out``, and hand their text and logprobs on."""
+        for payload in payloads:
+            if payload.startswith(b"[DONE]"):
+                continue
+            chunk = json.loads(payload)
+            if not isinstance(chunk, dict):
+                raise ValueError("a stream event that is not an object")
+            if chunk.get("error"):  # an error sent inside the stream, as the SDK reads it
+                import openai
+
+                error = chunk["error"]
+                message = error.get("message") if isinstance(error, dict) else None
+                raise openai.APIError(
+                    message if isinstance(message, str) and message else "error in the stream",
+                    request,
+                    body=error,
+                )
+            if (usage := chunk.get("usage")) is not None:
+                out.usage = _usage(usage)
+            choices = chunk.get("choices")
+            if not choices:
+                continue
+            choice = choices[0]
+            delta = choice.get("delta")
+            text = (delta.get("content") or "") if delta else ""
+            lps = None
+            logprobs = choice.get("logprobs")
+            if logprobs and (content := logprobs.get("content")):
+                lps = [_logprob(e) for e in content]
+                out.logprobs.extend(lps)
+                out.got_logprobs = True
+            if text or lps:
+                out.started = True
+                out.text += text
+                if relay is not None:
+                    relay.put(text, lps)
+            if reason := choice.get("finish_reason"):
+                out.finish_reason = reason
 
     async def _once(
         self, client: openai.AsyncOpenAI, kwargs: dict[str, Any], out: Completion
     ) -> None:
         res = await client.chat.completions.create(**kwargs)
         if res.usage is not None:
-            out.usage = _usage(res.usage)
+            out.usage = _usage(res.usage.model_dump())
         if not res.choices:
             raise ValueError("the answer had no choices")
         choice = res.choices[0]
         out.text = choice.message.content or ""
         out.finish_reason = choice.finish_reason
         if choice.logprobs is not None and choice.logprobs.content:
-            out.logprobs = [_logprob(e) for e in choice.logprobs.content]
+            out.logprobs = [_logprob(e.model_dump()) for e in choice.logprobs.content]
             out.got_logprobs = True
 
     def _map(self, p: Provider, e: Exception) -> errors.RpcError:
@@ -381,25 +521,107 @@ class Providers:
         )
 
 
-def _usage(u: Any) -> dict[str, int]:
+def _new_client(key: str, base_url: str, timeout_s: float) -> openai.AsyncOpenAI:
+    import openai
+
+    return openai.AsyncOpenAI(
+        api_key=key,
+        base_url=base_url,
+        max_retries=0,  # retried here, before the first token only
+        timeout=openai.Timeout(timeout_s, connect=10.0),
+    )
+
+
+def _usage(u: dict[str, Any]) -> dict[str, int]:
     usage = {
-        "prompt_tokens": u.prompt_tokens or 0,
-        "completion_tokens": u.completion_tokens or 0,
-        "total_tokens": u.total_tokens or 0,
+        "prompt_tokens": u.get("prompt_tokens") or 0,
+        "completion_tokens": u.get("completion_tokens") or 0,
+        "total_tokens": u.get("total_tokens") or 0,
     }
-    details = getattr(u, "prompt_tokens_details", None)
-    cached = getattr(details, "cached_tokens", None) if details is not None else None
-    if cached:
+    details = u.get("prompt_tokens_details")
+    if isinstance(details, dict) and (cached := details.get("cached_tokens")):
         usage["cached_tokens"] = cached
     return usage
 
 
-def _logprob(e: Any) -> dict[str, Any]:
+def _logprob(e: dict[str, Any]) -> dict[str, Any]:
     return {
-        "token": e.token,
-        "logprob": e.logprob,
-        "top_logprobs": [{"token": t.token, "logprob": t.logprob} for t in e.top_logprobs or []],
+        "token": e["token"],
+        "logprob": e["logprob"],
+        "top_logprobs": [
+            {"token": t["token"], "logprob": t["logprob"]} for t in e.get("top_logprobs") or []
+        ],
     }
+
+
+class DeltaRelay:
+    """Hands a stream's deltas to ``on_delta`` in order, from a task of its own so that
+    the stream never waits for the client. While one delta waits for a client that fell
+    behind, those arriving meanwhile queue up and then go out together as one delta (its
+    text joined, its logprobs in order); a client that keeps up gets one per chunk."""
+
+    def __init__(self, on_delta: OnDelta) -> None:
+        self._on_delta = on_delta
+        self._text: list[str] = []
+        self._logprobs: list[dict[str, Any]] = []
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    def put(self, text: str, logprobs: list[dict[str, Any]] | None) -> None:
+        self._text.append(text)
+        if logprobs:
+            self._logprobs.extend(logprobs)
+        self._wake.set()
+
+    def close(self) -> None:
+        """No more deltas: ``run`` sends what is queued and returns."""
+        self._closed = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            if not self._text:
+                if self._closed:
+                    return
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            text, logprobs = "".join(self._text), self._logprobs or None
+            self._text, self._logprobs = [], []
+            await self._on_delta(text, logprobs)
+
+
+class SseEvents:
+    """Server-sent events from a byte stream: each event's ``data`` (its ``data:`` lines
+    joined by newlines), as bytes for ``json.loads``. Comments and the ``event``, ``id``
+    and ``retry`` fields carry nothing a chat stream needs and are skipped."""
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self._data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The events that ``chunk`` completes."""
+        lines = (self._tail + chunk if self._tail else chunk).split(b"\n")
+        self._tail = lines.pop()
+        out: list[bytes] = []
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                if self._data:
+                    out.append(b"\n".join(self._data))
+                    self._data = []
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                self._data.append(value[1:] if value.startswith(b" ") else value)
+        return out
+
+    def close(self) -> list[bytes]:
+        """At the end of the stream: an event the stream did not end with a blank line."""
+        out = self.feed(b"\n\n") if self._tail or self._data else []
+        self._tail = b""
+        return out
 
 
 def _error_message(e: Any) -> str:
