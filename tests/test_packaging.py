@@ -69,12 +69,29 @@ def test_packaged_units_are_the_install_templates() -> None:
         "DirectoryMode=0700",
     ):
         assert line in unit.splitlines()
-    assert "Type=notify" in install.service_unit(["/usr/bin/assistantd"]).splitlines()
+    service = install.service_unit(["/usr/bin/assistantd"]).splitlines()
+    assert "Type=notify" in service
+
+
+def test_service_starts_at_login_and_never_dumps_core() -> None:
+    """The service is wanted by the login session (default.target), so the daemon is warm
+    before the first keypress, keeps its socket unit for activation, and has LimitCORE=0;
+    the launchd agent runs at load with a core limit of 0."""
+    service = install.service_unit(["/usr/bin/assistantd"]).splitlines()
+    install_section = service[service.index("[Install]") :]
+    assert "WantedBy=default.target" in install_section
+    assert "Also=assistantd.socket" in install_section
+    assert service.index("LimitCORE=0") < service.index("[Install]")
+    assert "Requires=assistantd.socket" in service
+    plist = plistlib.loads(install.launchd_plist(["/usr/local/bin/assistantd"]).encode())
+    assert plist["RunAtLoad"] is True
+    assert plist["SoftResourceLimits"] == plist["HardResourceLimits"] == {"Core": 0}
 
 
 def test_install_writes_units_that_systemd_accepts(tmp_path: Path) -> None:
     """Without systemctl, install writes both user units with this venv's assistantd, prints
-    the enable line, and systemd-analyze verify passes them with no warning at all."""
+    the line that enables both (the service at login, the socket for activation), and
+    systemd-analyze verify passes them with no warning at all."""
     path = f"{BIN}:{tmp_path / 'empty'}"  # no systemctl on this PATH
     done = assistantctl("daemon", "install", env={"PATH": path})
     assert done.returncode == 0, done.stderr
@@ -82,8 +99,8 @@ def test_install_writes_units_that_systemd_accepts(tmp_path: Path) -> None:
     sock, service = unit_dir / "assistantd.socket", unit_dir / "assistantd.service"
     assert f"wrote {sock}" in done.stdout and f"wrote {service}" in done.stdout
     assert (
-        "systemctl --user daemon-reload && systemctl --user enable --now assistantd.socket"
-        in done.stdout
+        "systemctl --user daemon-reload && "
+        "systemctl --user enable --now assistantd.socket assistantd.service" in done.stdout
     )
     assert f"ExecStart={BIN / 'assistantd'}" in service.read_text().splitlines()
     checked = verify(sock, service)
@@ -123,7 +140,8 @@ def test_dry_run_shows_everything_and_writes_nothing() -> None:
         in out
     )
     assert out.rstrip().endswith(
-        "# then: systemctl --user daemon-reload && systemctl --user enable --now assistantd.socket"
+        "# then: systemctl --user daemon-reload && "
+        "systemctl --user enable --now assistantd.socket assistantd.service"
     )
     assert not unit_dir.exists()
 
