@@ -224,6 +224,31 @@ def test_conversation_picker_reopens_and_continues(daemon: Daemon) -> None:
     ]
 
 
+ROLES = """
+[roles.pirate]
+description = "Talk like a pirate"
+system = "PIRATE PROMPT"
+"""
+
+
+def test_roles(make_daemon: Any, upstream: Upstream) -> None:
+    """A default role reaches the provider as the new chat's system prompt and stays with
+    its conversation; a prefix argument completes over the daemon's roles; replacing a
+    region uses the daemon's code-edit role, and a [roles.code-edit] added to config.toml
+    changes what Emacs sends without a restart."""
+    d: Daemon = make_daemon(fake_provider_config(upstream, extra=ROLES))
+    r = run_emacs("roles.el", {**daemon_env(d), "EMACS_TEST_CONFIG": str(d.config_path)})
+    assert r["default_first"] == r["default_second"] == "PIRATE PROMPT"
+    conv = d.call("conversations/get", {"id": r["default_conversation"]})
+    assert [m["content"] for m in conv["messages"]][1::2] == ["PIRATE PROMPT"] * 2
+    assert "pirate  Talk like a pirate" in r["offered"]
+    assert any(o.startswith("code-edit  ") for o in r["offered"])
+    assert r["prefix_answer"] == "PIRATE PROMPT"
+    assert r["code_edit_before"] == "builtin"
+    assert r["replaced_builtin"].startswith("You rewrite the text given as context")
+    assert r["replaced_edited"] == "EDITED PROMPT: answer in capitals"
+
+
 def test_no_daemon_errors(tmp_path: Path) -> None:
     """With no daemon, a chat message ends with an error in the buffer: at once when
     autostart is off or the start command does not exist, and within seconds (not the
@@ -279,6 +304,31 @@ def stop_daemon(socket: Path) -> None:
     os.kill(pid, 9)
 
 
+@pytest.mark.parametrize(
+    ("env", "setting", "expected"),
+    [
+        ({"ASSISTANTD_SOCKET": "/tmp/x/a.sock"}, "nil", "/tmp/x/a.sock"),
+        ({"XDG_RUNTIME_DIR": "/tmp/rt"}, "nil", "/tmp/rt/assistantd/assistantd.sock"),
+        ({"XDG_RUNTIME_DIR": ""}, "nil", f"/run/user/{os.getuid()}/assistantd/assistantd.sock"),
+        ({"ASSISTANTD_SOCKET": "/tmp/x/a.sock"}, '"~/my.sock"', str(Path.home() / "my.sock")),
+    ],
+)
+def test_socket_path_rule(env: dict[str, str], setting: str, expected: str) -> None:
+    """The socket path follows the protocol's rule ($ASSISTANTD_SOCKET, then
+    $XDG_RUNTIME_DIR, then /run/user/UID), and `assistant-socket` overrides it."""
+    env = {"ASSISTANTD_SOCKET": "", **env}
+    show = f"(let ((assistant-socket {setting})) (princ (assistant-rpc-socket-path)))"
+    proc = subprocess.run(
+        [emacs(), "--batch", "-Q", "-L", str(PACKAGE), "-l", "assistant-rpc", "--eval", show],
+        capture_output=True,
+        text=True,
+        timeout=EMACS_TIMEOUT,
+        env={**os.environ, **env},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == expected
+
+
 def test_byte_compile_without_warnings(tmp_path: Path) -> None:
     """Every .el file of the package byte-compiles with `byte-compile-error-on-warn`."""
     files = sorted(PACKAGE.glob("*.el"))
@@ -295,6 +345,28 @@ def test_byte_compile_without_warnings(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert all((tmp_path / f.name).with_suffix(".elc").exists() for f in files)
+
+
+def test_checkdoc_clean() -> None:
+    """checkdoc (Emacs's documentation conventions) finds nothing to say in any file."""
+    for f in sorted(PACKAGE.glob("*.el")):
+        proc = subprocess.run(
+            [
+                emacs(),
+                "--batch",
+                "-Q",
+                "-L",
+                str(PACKAGE),
+                "-l",
+                "checkdoc",
+                "--eval",
+                f'(checkdoc-file "{f}")',
+            ],
+            capture_output=True,
+            text=True,
+            timeout=EMACS_TIMEOUT,
+        )
+        assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr
 
 
 def test_commands_are_autoloaded(tmp_path: Path) -> None:

@@ -41,8 +41,9 @@
   :group 'assistant)
 
 (defcustom assistant-default-role nil
-  "Role for requests that name none (a name from the daemon's roles/list).
-nil sends none.  A prefix argument to a command asks for a role instead."
+  "Role of new chats (`assistant-chat', `assistant-ask-region') given none.
+A name from the daemon's roles/list; nil sends none.  A prefix argument to
+those commands asks for a role instead."
   :type '(choice (const :tag "None" nil) string)
   :group 'assistant)
 
@@ -222,7 +223,7 @@ CONTEXT is a list of (NAME . TEXT) sent along with it."
       (insert "\n"))))
 
 (defun assistant-chat--kill-hook ()
-  "A chat buffer goes away: its request stops too."
+  "Cancel the request of a chat buffer that is being killed."
   (assistant-chat-cancel))
 
 (defun assistant-chat-open (&optional conversation display role)

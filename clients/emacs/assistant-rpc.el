@@ -69,8 +69,10 @@ For debugging: pretty-printing each streamed delta is slow."
 
 (defclass assistant-rpc--connection (jsonrpc-process-connection)
   ((last-id :initform nil :accessor assistant-rpc--last-id
-            :documentation "The id of the request sent last."))
-  :documentation "A connection to assistantd that remembers request ids.")
+            :documentation "The id of the request sent last.")
+   (requests :initform (make-hash-table) :accessor assistant-rpc--requests
+             :documentation "Requests sent on it and not yet answered, by id."))
+  :documentation "A connection to assistantd that keeps its requests by id.")
 
 (cl-defmethod jsonrpc-connection-send :before ((conn assistant-rpc--connection)
                                                &rest args &key id method
@@ -82,14 +84,11 @@ For debugging: pretty-printing each streamed delta is slow."
 (cl-defstruct (assistant-rpc-request (:constructor assistant-rpc--make-request)
                                      (:copier nil))
   "One request: queued until connected, then sent, then done."
-  method params on-done on-notify id (state 'queued) internal)
+  method params on-done on-notify id conn (state 'queued) internal)
 
 (defvar assistant-rpc--conn nil "The live connection, or nil.")
-(defvar assistant-rpc--process nil "The network process of the newest connection.")
 (defvar assistant-rpc--starting nil
   "While the daemon starts: a plist of :queue, :path, :deadline, :status.")
-(defvar assistant-rpc--in-flight (make-hash-table)
-  "Requests sent and not yet answered, by id.")
 
 (defun assistant-rpc-socket-path ()
   "The socket path by the protocol's rule (`assistant-socket' first)."
@@ -119,8 +118,9 @@ For debugging: pretty-printing each streamed delta is slow."
   "End REQ once: call its on-done with ERR or RESULT."
   (unless (eq (assistant-rpc-request-state req) 'done)
     (setf (assistant-rpc-request-state req) 'done)
-    (when (assistant-rpc-request-id req)
-      (remhash (assistant-rpc-request-id req) assistant-rpc--in-flight))
+    (when (assistant-rpc-request-conn req)
+      (remhash (assistant-rpc-request-id req)
+               (assistant-rpc--requests (assistant-rpc-request-conn req))))
     (assistant-rpc--safely (assistant-rpc-request-method req)
       (funcall (assistant-rpc-request-on-done req) err result))))
 
@@ -128,10 +128,10 @@ For debugging: pretty-printing each streamed delta is slow."
   "An error plist: no daemon answered (FORMAT-STRING and ARGS say why)."
   (list :code assistant-rpc-unavailable :message (apply #'format format-string args)))
 
-(defun assistant-rpc--on-notification (_conn method params)
-  "Route notification METHOD with PARAMS to its request (by params.request_id)."
+(defun assistant-rpc--on-notification (conn method params)
+  "Route notification METHOD with PARAMS on CONN to its request, by request_id."
   (let* ((rid (plist-get params :request_id))
-         (req (and rid (gethash rid assistant-rpc--in-flight))))
+         (req (and rid (gethash rid (assistant-rpc--requests conn)))))
     (when (and req (assistant-rpc-request-on-notify req))
       (assistant-rpc--safely method
         (funcall (assistant-rpc-request-on-notify req) (symbol-name method) params)))))
@@ -139,28 +139,27 @@ For debugging: pretty-printing each streamed delta is slow."
 (defun assistant-rpc--on-shutdown (conn)
   "The connection CONN is gone: fail what it had in flight and forget it."
   (when (eq conn assistant-rpc--conn)
-    (setq assistant-rpc--conn nil)
-    (let (lost)
-      (maphash (lambda (_id req) (push req lost)) assistant-rpc--in-flight)
-      (clrhash assistant-rpc--in-flight)
-      (dolist (req lost)
-        (assistant-rpc--finish
-         req (assistant-rpc--unavailable "the daemon closed the connection") nil)))))
+    (setq assistant-rpc--conn nil))
+  (let (lost)
+    (maphash (lambda (_id req) (push req lost)) (assistant-rpc--requests conn))
+    (dolist (req lost)
+      (assistant-rpc--finish req (assistant-rpc--lost) nil))))
+
+(defun assistant-rpc--lost ()
+  "The error of a request whose connection broke."
+  (assistant-rpc--unavailable "the daemon closed the connection"))
 
 (defun assistant-rpc--open (path)
   "Connect to the daemon on PATH and return the connection.
 Signal `file-error' when nothing answers."
-  (let* ((proc (make-network-process
-                :name "assistantd" :family 'local :service path
-                :coding 'utf-8-emacs-unix :noquery t))
-         (conn (make-instance
-                'assistant-rpc--connection
-                :name "assistantd" :process proc
-                :events-buffer-scrollback-size (if assistant-log-events nil 0)
-                :notification-dispatcher #'assistant-rpc--on-notification
-                :on-shutdown #'assistant-rpc--on-shutdown)))
-    (setq assistant-rpc--process proc)
-    conn))
+  (make-instance
+   'assistant-rpc--connection
+   :name "assistantd"
+   :process (make-network-process :name "assistantd" :family 'local :service path
+                                  :coding 'utf-8-emacs-unix :noquery t)
+   :events-buffer-scrollback-size (if assistant-log-events nil 0)
+   :notification-dispatcher #'assistant-rpc--on-notification
+   :on-shutdown #'assistant-rpc--on-shutdown))
 
 (defun assistant-rpc--send (req)
   "Send REQ on the live connection."
@@ -168,12 +167,16 @@ Signal `file-error' when nothing answers."
     (jsonrpc-async-request
      conn (intern (assistant-rpc-request-method req)) (assistant-rpc-request-params req)
      :success-fn (lambda (result) (assistant-rpc--finish req nil result))
-     :error-fn (lambda (err) (assistant-rpc--finish req err nil))
+     :error-fn (lambda (err)
+                 ;; jsonrpc.el's "Server died" (-1) when the connection breaks
+                 (assistant-rpc--finish
+                  req (if (jsonrpc-running-p conn) err (assistant-rpc--lost)) nil))
      :timeout nil)
     (let ((id (assistant-rpc--last-id conn)))
       (setf (assistant-rpc-request-id req) id
+            (assistant-rpc-request-conn req) conn
             (assistant-rpc-request-state req) 'sent)
-      (puthash id req assistant-rpc--in-flight))))
+      (puthash id req (assistant-rpc--requests conn)))))
 
 ;;;; Starting the daemon
 
@@ -183,7 +186,7 @@ Signal `file-error' when nothing answers."
   "Runs the daemon command; its exit code goes to $1 if it ends while we wait.")
 
 (defun assistant-rpc--spawn (path status)
-  "Start `assistant-daemon-command' for socket PATH; its exit code goes to STATUS.
+  "Start `assistant-daemon-command' for socket PATH, exit code to file STATUS.
 Return nil, or a string that says why it cannot start."
   (let ((program (car assistant-daemon-command)))
     (if (not (and program (executable-find program)))
@@ -198,7 +201,7 @@ Return nil, or a string that says why it cannot start."
       nil)))
 
 (defun assistant-rpc--read-status (status)
-  "The exit code in STATUS and the start's stderr; nil while it runs."
+  "Return (CODE . STDERR) of a start that ended (file STATUS), else nil."
   (when (file-exists-p status)
     (let ((code (with-temp-buffer
                   (insert-file-contents status)
@@ -306,11 +309,6 @@ starts the daemon.  INTERNAL requests are never `assistant-rpc-newest'."
                 nil))))))))
     req))
 
-(defun assistant-rpc-notify (method params)
-  "Send notification METHOD (a string) with PARAMS, if connected."
-  (when (and assistant-rpc--conn (jsonrpc-running-p assistant-rpc--conn))
-    (jsonrpc-notify assistant-rpc--conn (intern method) params)))
-
 (defun assistant-rpc-cancel (req)
   "Ask the daemon to end REQ; return non-nil when REQ was still running.
 chat/send and summarize/* then answer with what they have (finish_reason
@@ -324,8 +322,11 @@ chat/send and summarize/* then answer with what they have (finish_reason
       req (list :code assistant-rpc-cancelled :message "cancelled before it was sent") nil)
      t)
     ('sent
-     (assistant-rpc-notify "$/cancelRequest" (list :id (assistant-rpc-request-id req)))
-     t)))
+     (let ((conn (assistant-rpc-request-conn req)))
+       (when (jsonrpc-running-p conn)
+         (jsonrpc-notify conn (intern "$/cancelRequest")
+                         (list :id (assistant-rpc-request-id req)))
+         t)))))
 
 (defun assistant-rpc-running-p (req)
   "Non-nil while REQ has not ended."
@@ -334,22 +335,18 @@ chat/send and summarize/* then answer with what they have (finish_reason
 (defun assistant-rpc-newest ()
   "The newest request still running that a user started, or nil."
   (let (best)
-    (maphash (lambda (id req)
-               (when (and (not (assistant-rpc-request-internal req))
-                          (or (null best) (> id (assistant-rpc-request-id best))))
-                 (setq best req)))
-             assistant-rpc--in-flight)
+    (when assistant-rpc--conn
+      (maphash (lambda (id req)
+                 (when (and (not (assistant-rpc-request-internal req))
+                            (or (null best) (> id (assistant-rpc-request-id best))))
+                   (setq best req)))
+               (assistant-rpc--requests assistant-rpc--conn)))
     (or best
         (car (last (cl-remove-if #'assistant-rpc-request-internal
                                  (plist-get assistant-rpc--starting :queue)))))))
 
-(defun assistant-rpc-close ()
-  "Close the connection; the daemon cancels what it had in flight."
-  (when (process-live-p assistant-rpc--process)
-    (delete-process assistant-rpc--process)))
-
 (defun assistant-rpc-describe (err)
-  "One line that says what went wrong, from the error plist ERR."
+  "Describe the error plist ERR in one line."
   (let ((msg (format "%s" (or (plist-get err :message) "error")))
         (data (plist-get err :data)))
     (when (and data (listp data))

@@ -43,10 +43,11 @@
   :type 'function
   :group 'assistant)
 
-(defcustom assistant-replace-system
-  (concat "You rewrite the text given as context according to the user's instruction. "
-          "Reply with the replacement text only: no explanation, no code fences.")
-  "System prompt of `assistant-replace-region' when no role is given."
+(defcustom assistant-replace-role "code-edit"
+  "Role of `assistant-replace-region' when it is given none.
+The daemon's built-in \"code-edit\" asks for the replacement text alone; a
+`[roles.code-edit]' table in the daemon's config.toml changes it for every
+client."
   :type 'string
   :group 'assistant)
 
@@ -62,28 +63,37 @@
     (assistant-rpc-request
      "roles/list" nil
      (lambda (err result)
-       (unless err
+       (if err
+           (setq assistant--roles-time 0)
          (setq assistant--roles
                (mapcar (lambda (r) (cons (plist-get r :name) (plist-get r :description)))
                        (plist-get result :roles)))))
-     :internal t :autostart nil)))
+     :internal t)))
+
+(defun assistant--role-table (string pred action)
+  "Completion table of the daemon's roles (STRING, PRED, ACTION as usual).
+It reads `assistant--roles' each time: a list that arrives while the
+minibuffer is open still completes."
+  (if (eq action 'metadata)
+      '(metadata (category . assistant-role)
+                 (annotation-function . assistant--role-annotation))
+    (complete-with-action action assistant--roles string pred)))
+
+(defun assistant--role-annotation (name)
+  "The description of role NAME, for completion."
+  (let ((desc (cdr (assoc name assistant--roles))))
+    (if desc (concat "  " desc) "")))
 
 (defun assistant-read-role ()
   "Read a role name, completing over the daemon's roles; nil for none."
-  (let* ((roles assistant--roles)
-         (completion-extra-properties
-          (list :annotation-function
-                (lambda (name)
-                  (let ((desc (cdr (assoc name roles))))
-                    (if desc (concat "  " desc) "")))))
-         (name (completing-read "Role (empty for none): " roles nil nil nil nil
-                                assistant-default-role)))
+  (assistant--refresh-roles)
+  (let ((name (completing-read "Role (empty for none): " #'assistant--role-table
+                               nil nil nil nil assistant-default-role)))
     (if (string-empty-p name) nil name)))
 
 (defun assistant--role-arg ()
-  "The role of an interactive command: asked for with a prefix argument."
-  (assistant--refresh-roles)
-  (if current-prefix-arg (assistant-read-role) assistant-default-role))
+  "The role of an interactive command: asked for with a prefix argument, else nil."
+  (and current-prefix-arg (assistant-read-role)))
 
 ;;;; Chat
 
@@ -110,7 +120,7 @@ conversation."
   (string-remove-suffix "-ts" (string-remove-suffix "-mode" (symbol-name major-mode))))
 
 (defun assistant--region-args (prompt)
-  "Arguments of a region command: BEG, END, what PROMPT reads, a role."
+  "Return a region command's BEG, END, text read with PROMPT, and role."
   (unless (use-region-p)
     (user-error "No region"))
   (let ((role (assistant--role-arg)))
@@ -163,10 +173,10 @@ The end of line that ended ORIGINAL is kept (or not) as it was."
   "Replace the text from BEG to END with the answer to INSTRUCTION.
 The text goes along as context; it is replaced once, when the answer is
 complete, as a single undo step.  A failed or cancelled request (see
-`assistant-cancel') leaves it alone.  With ROLE (see `assistant-chat') its
-system prompt applies, else `assistant-replace-system'.  Return the request."
+`assistant-cancel') leaves it alone.  ROLE (asked for with a prefix argument)
+defaults to `assistant-replace-role'.  Return the request."
   (interactive (assistant--region-args "Replace the region with: "))
-  (let* ((role (or role assistant-default-role))
+  (let* ((role (or role assistant-replace-role))
          (original (buffer-substring-no-properties beg end))
          (start (copy-marker beg t))    ; text typed at either edge stays outside
          (stop (copy-marker end nil))
@@ -174,7 +184,6 @@ system prompt applies, else `assistant-replace-system'.  Return the request."
          (params (assistant-rpc-params
                   :message instruction
                   :role role
-                  :system (unless role assistant-replace-system)
                   :model assistant-model
                   :context (vector (list :name (assistant--region-name beg end)
                                          :text original)))))
@@ -217,14 +226,14 @@ system prompt applies, else `assistant-replace-system'.  Return the request."
   "Summarize the web page at URL (interactively: the URL at point, or asked for).
 The daemon fetches and summarizes it; its stages show in the echo area and the
 summary streams into a chat buffer.  The summary is a stored conversation:
-follow-up questions in that buffer continue it.  ROLE: see `assistant-chat'."
+follow-up questions in that buffer continue it.  ROLE (asked for with a prefix
+argument) replaces the daemon's \"summarize\" role."
   (interactive
    (let ((role (assistant--role-arg)))
      (list (or (assistant--url-at-point) (read-string "Summarize URL: ")) role)))
   (unless (string-match-p "\\`https?://" url)
     (user-error "Not an http(s) URL: %s" url))
-  (let* ((role (or role assistant-default-role))
-         (buf (assistant-chat-open nil assistant-display-function role)))
+  (let ((buf (assistant-chat-open nil assistant-display-function)))
     (assistant-chat-run buf (concat "Summarize " url) "summarize/url"
                         (assistant-rpc-params :url url :role role))
     (message "assistant: fetching %s" url)
