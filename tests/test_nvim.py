@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from assistantd.client import Client
+from assistantd.roles import BUILTIN
 from tests.conftest import ROOT, Daemon, fake_provider_config
 from tests.upstream import Upstream
 
@@ -172,6 +173,38 @@ def test_replace_selection_undoable(daemon: Daemon, upstream: Upstream) -> None:
     sent = [json.dumps(q["body"]["messages"]) for q in upstream.requests]
     assert "beta" in sent[0] and "gamma" not in sent[0]  # only the selected word
     assert "alpha\\nbeta gamma" in sent[1]
+    systems = [q["body"]["messages"][0] for q in upstream.requests]
+    assert systems == [{"role": "system", "content": BUILTIN["code-edit"].system}] * 2
+
+
+ROLES = """
+[roles.poet]
+system = "POET-PROMPT"
+temperature = 0.7
+
+[roles.code-edit]
+system = "EDIT-PROMPT from the config"
+"""
+
+
+def test_roles_from_commands(make_daemon: Any, upstream: Upstream) -> None:
+    """`@role` as the first argument of :AssistantChat, :AssistantAsk and :AssistantReplace
+    sends that role (its prompt and settings reach the provider), a continued chat keeps
+    it, role names complete, and :AssistantReplace otherwise uses the daemon's code-edit."""
+    d = make_daemon(fake_provider_config(upstream, extra=ROLES))
+    r = run_nvim("roles.lua", daemon_env(d))
+    assert r["completion"] == ["@poet"] and r["completion_later_word"] == []
+    assert r["chat_role"] == "poet"
+    assert "first" in r["chat_lines"] and "second" in r["chat_lines"]
+    bodies = [q["body"] for q in upstream.requests]
+    systems = [b["messages"][0]["content"] for b in bodies]
+    assert systems == ["POET-PROMPT"] * 4 + ["EDIT-PROMPT from the config"]
+    assert [b.get("temperature") for b in bodies] == [0.7] * 4 + [None]
+    assert (
+        d.call("conversations/get", {"id": r["chat_conversation"]})["messages"][-1]["content"]
+        == "second"
+    )
+    assert r["source"] == ["ALPHA", "BETA"]
 
 
 def test_ask_selection_answers_in_split(daemon: Daemon) -> None:

@@ -3,13 +3,14 @@
 -- chat/delta notifications arrive. Two extmarks keep their place while the user edits:
 -- `prompt` (the end of the last "## You" header) and `answer` (where text streams in).
 -- Buffer variables for statuslines and scripts: b:assistant_busy,
--- b:assistant_conversation_id.
+-- b:assistant_conversation_id, b:assistant_role (the daemon's role a new conversation
+-- starts with; the daemon keeps it for the conversation).
 local rpc = require("assistant.rpc")
 local M = {}
 
 local api = vim.api
 local ns = api.nvim_create_namespace("assistant_chat")
-local state = {} -- buf -> { conversation_id, request, prompt, answer, streamed }
+local state = {} -- buf -> { conversation_id, role, request, prompt, answer, streamed }
 local count = 0
 local CANCELLED = -32800
 
@@ -126,6 +127,9 @@ function M.run(buf, shown, method, params)
   if method == "chat/send" then
     params.conversation_id = st.conversation_id
   end
+  if not st.conversation_id then -- a continued conversation keeps its role in the daemon
+    params.role = params.role or st.role
+  end
   params.model = params.model or a().config.model
   local id = rpc.request(method, params, function(err, result)
     finish(buf, err, result)
@@ -183,7 +187,8 @@ local function map(buf, mode, lhs, fn)
 end
 
 --- Open a chat buffer. opts.split: nil (this window) or an Ex command ("split", ...);
---- opts.conversation: a conversations/get result to show and continue.
+--- opts.conversation: a conversations/get result to show and continue; opts.role: the
+--- daemon's role (roles/list) its conversation starts with.
 function M.open(opts)
   opts = opts or {}
   local conv = opts.conversation
@@ -199,7 +204,8 @@ function M.open(opts)
   vim.bo[buf].filetype = "markdown"
   local lines = conv and render(conv) or { "# Chat", "", "## You", "" }
   api.nvim_buf_set_lines(buf, 0, -1, true, lines)
-  local st = { conversation_id = conv and conv.id, streamed = 0 }
+  local st = { conversation_id = conv and conv.id, role = opts.role, streamed = 0 }
+  vim.b[buf].assistant_role = opts.role
   st.prompt = api.nvim_buf_set_extmark(buf, ns, #lines - 2, #"## You", { right_gravity = false })
   state[buf] = st
   set_busy(buf, st, nil)

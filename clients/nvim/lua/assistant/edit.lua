@@ -50,12 +50,13 @@ local function with_input(args, prompt, fn)
   end)
 end
 
---- :[range]AssistantAsk [question]: the answer streams into a chat split that can
---- continue; the selection goes as the message's context.
+--- :[range]AssistantAsk [@role] [question]: the answer streams into a chat split that
+--- can continue; the selection goes as the message's context.
 function M.ask(cmd)
   local sel = cmd.range > 0 and M.selection(cmd) or nil
-  with_input(cmd.args, "Ask: ", function(question)
-    local buf = chat.open({ split = a().config.split })
+  local role, args = a().split_role(cmd.args)
+  with_input(args, "Ask: ", function(question)
+    local buf = chat.open({ split = a().config.split, role = role })
     if not sel then
       return chat.submit(buf, question)
     end
@@ -88,15 +89,17 @@ local function apply(sel, mark, text)
   end)
 end
 
---- :[range]AssistantReplace [instruction]: the selection is replaced by the answer
---- when it is complete (nothing changes if it fails or is cancelled); `u` restores it.
+--- :[range]AssistantReplace [@role] [instruction]: the selection is replaced by the
+--- answer when it is complete (nothing changes if it fails or is cancelled); `u`
+--- restores it. The prompt is the daemon's `code-edit` role unless another is named.
 function M.replace(cmd)
   local sel = M.selection(cmd)
-  with_input(cmd.args, "Replace with: ", function(instruction)
+  local role, args = a().split_role(cmd.args)
+  with_input(args, "Replace with: ", function(instruction)
     local mark = api.nvim_buf_set_extmark(sel.buf, ns, sel.sr, sel.sc, { end_row = sel.er, end_col = sel.ec })
     local chars = 0
-    local params = { message = instruction, system = a().config.replace_system, model = a().config.model,
-      context = { { name = sel.name, text = sel.text } } }
+    local params = { message = instruction, role = role or "code-edit", model = a().config.model,
+      system = not role and a().config.replace_system or nil, context = { { name = sel.name, text = sel.text } } }
     rpc.request("chat/send", params, function(err, result)
       if err and err.code ~= -32800 then
         api.nvim_buf_del_extmark(sel.buf, ns, mark)
@@ -132,15 +135,16 @@ function M.url_at_cursor()
   end
 end
 
---- :AssistantSummarize [url]: the summary streams into a chat split (stored as a
---- conversation, so follow-up questions continue it); progress goes to the echo area.
-function M.summarize(url)
-  url = (url and url ~= "") and url or M.url_at_cursor()
+--- :AssistantSummarize [@role] [url]: the summary streams into a chat split (stored as
+--- a conversation, so follow-up questions continue it); progress goes to the echo area.
+function M.summarize(args)
+  local role, url = a().split_role(args)
+  url = url ~= "" and url or M.url_at_cursor()
   if not url then
     return a().error("no http(s) URL under the cursor")
   end
   local buf = chat.open({ split = a().config.split })
-  chat.run(buf, "Summarize " .. url, "summarize/url", { url = url })
+  chat.run(buf, "Summarize " .. url, "summarize/url", { url = url, role = role })
   a().echo("fetching " .. url)
   return buf
 end

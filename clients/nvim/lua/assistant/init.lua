@@ -12,8 +12,9 @@ M.config = {
   chat_split = nil, -- how :AssistantChat opens its buffer: nil (this window), "split", "vsplit", "tabnew"
   split = "split", -- how answers to :AssistantAsk/:AssistantSummarize/picked conversations open
   keys = { send = "<CR>", send_insert = "<M-CR>", cancel = "<C-c>" }, -- chat buffer keys; false disables one
-  replace_system = "You rewrite the text given as context according to the user's instruction. "
-    .. "Reply with the replacement text only: no explanation, no code fences.",
+  -- :AssistantReplace's prompt is the daemon's `code-edit` role (edit it in the daemon's
+  -- config.toml, [roles.code-edit]); a string here is sent as the system prompt instead.
+  replace_system = nil,
 }
 
 function M.setup(opts)
@@ -28,18 +29,21 @@ function M.create_commands()
   local function cmd(name, fn, opts)
     vim.api.nvim_create_user_command(name, fn, opts)
   end
+  local roles = "customlist,v:lua.require'assistant'.complete_role"
   cmd("AssistantChat", function(o)
     M.chat(o.args)
-  end, { nargs = "*", desc = "Open a chat buffer (and send [message])" })
+  end, { nargs = "*", complete = roles, desc = "Open a chat buffer ([@role], and send [message])" })
   cmd("AssistantAsk", function(o)
     require("assistant.edit").ask(o)
-  end, { nargs = "*", range = true, desc = "Ask about the selection; the answer opens in a split" })
+  end, { nargs = "*", range = true, complete = roles,
+    desc = "Ask ([@role]) about the selection; the answer opens in a split" })
   cmd("AssistantReplace", function(o)
     require("assistant.edit").replace(o)
-  end, { nargs = "*", range = true, desc = "Replace the selection with the answer to [instruction]" })
+  end, { nargs = "*", range = true, complete = roles,
+    desc = "Replace the selection with the answer to [instruction] (role: [@role], else code-edit)" })
   cmd("AssistantSummarize", function(o)
     require("assistant.edit").summarize(o.args)
-  end, { nargs = "?", desc = "Summarize [url] or the URL under the cursor" })
+  end, { nargs = "*", complete = roles, desc = "Summarize ([@role]) [url] or the URL under the cursor" })
   cmd("AssistantConversations", function(o)
     if o.bang then
       return require("assistant.list").open(o.args)
@@ -50,6 +54,49 @@ function M.create_commands()
   cmd("AssistantCancel", function()
     M.cancel()
   end, { desc = "Cancel this chat buffer's request, else the newest one in flight" })
+end
+
+--- A command's arguments as (role, rest): a first word "@NAME" names one of the
+--- daemon's roles (roles/list); without one, role is nil.
+function M.split_role(args)
+  local role, rest = (args or ""):match("^%s*@([^%s]+)%s*(.-)%s*$")
+  if role then
+    return role, rest
+  end
+  return nil, args or ""
+end
+
+--- The daemon's role names (roles/list), waiting at most `ms` for them; {} when the
+--- daemon does not answer in time. Used for completion, so it never starts a daemon.
+function M.role_names(ms)
+  local names, done = {}, false
+  require("assistant.rpc").request("roles/list", nil, function(err, res)
+    if not err then
+      for _, r in ipairs(res.roles) do
+        names[#names + 1] = r.name
+      end
+    end
+    done = true
+  end, nil, false)
+  vim.wait(ms or 1000, function()
+    return done
+  end, 10)
+  return names
+end
+
+--- Command-line completion of the first argument: "@" and a role name.
+function M.complete_role(lead, line, pos)
+  local before = line:sub(1, pos)
+  if not lead:match("^@") or before:match("^%S*%s+%S+%s") then
+    return {}
+  end
+  local out = {}
+  for _, name in ipairs(M.role_names()) do
+    if ("@" .. name):sub(1, #lead) == lead then
+      out[#out + 1] = "@" .. name
+    end
+  end
+  return out
 end
 
 --- One line that says what went wrong, from a JSON-RPC error object.
@@ -124,10 +171,11 @@ function M.config_changed(p)
   end
 end
 
---- :AssistantChat [message]
-function M.chat(message)
+--- :AssistantChat [@role] [message]
+function M.chat(args)
   local chat = require("assistant.chat")
-  local buf = chat.open({ split = M.config.chat_split })
+  local role, message = M.split_role(args)
+  local buf = chat.open({ split = M.config.chat_split, role = role })
   if message and message ~= "" then
     chat.submit(buf, message)
   end
