@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 MAX_MESSAGE = 16 * 1024 * 1024  # bytes; a longer message closes the connection
+CHUNK = 64 * 1024  # bytes taken from the stream at a time; the loop is yielded after each
 _BLANK = b" \t\r\n"
 
 
@@ -30,60 +31,93 @@ class FrameError(Exception):
 
 
 class MessageReader:
-    """Reads whole messages (as bytes) from a stream, detecting the framing."""
+    """Reads whole messages (as bytes) from a stream, detecting the framing.
+
+    It keeps its own buffer and takes the stream's bytes a chunk at a time, yielding to
+    the event loop after each chunk: bytes already buffered are handed out without a
+    pause, so a client that floods a connection (blank lines, spaces) would otherwise
+    hold every other connection. Blank runs between messages are dropped in bulk.
+    """
 
     def __init__(self, reader: asyncio.StreamReader) -> None:
         self._reader = reader
         self.framing: Framing | None = None
-        self._prefix = b""
+        self._buf = bytearray()
+        self._scanned = 0  # bytes at the start of ``_buf`` known to hold no delimiter
+        self._eof = False
 
-    async def _detect(self) -> bool:
-        while True:
-            first = await self._reader.read(1)
-            if not first:
-                return False
-            if first not in _BLANK:
-                break
-        self._prefix = first
-        self.framing = Framing.LSP if first in b"Cc" else Framing.NDJSON
+    async def _fill(self) -> bool:
+        """Append the next chunk of the stream; False at end of input."""
+        if self._eof:
+            return False
+        chunk = await self._reader.read(CHUNK)
+        await asyncio.sleep(0)  # a read from a full buffer does not yield by itself
+        if not chunk:
+            self._eof = True
+            return False
+        self._buf += chunk
         return True
+
+    def _skip_blank(self) -> None:
+        """Drop the blanks in front of the next message (none inside one)."""
+        if self._scanned == 0 and self._buf and self._buf[0] in _BLANK:
+            del self._buf[: len(self._buf) - len(self._buf.lstrip(_BLANK))]
 
     async def read(self) -> bytes | None:
         """The next message, or None at end of input."""
-        if self.framing is None and not await self._detect():
-            return None
+        if self.framing is None:
+            while True:
+                self._skip_blank()
+                if self._buf:
+                    break
+                if not await self._fill():
+                    return None
+            self.framing = Framing.LSP if self._buf[0] in b"Cc" else Framing.NDJSON
         if self.framing is Framing.LSP:
             return await self._read_lsp()
         return await self._read_line()
 
-    async def _read_line(self) -> bytes | None:
+    async def _until(self, delimiter: bytes) -> bytes | None:
+        """The buffered bytes up to and including ``delimiter`` (blanks before them
+        dropped); None at end of input with nothing but blanks left.
+
+        Raises ``TooLarge`` past ``MAX_MESSAGE`` and ``EOFError`` at end of input inside
+        a message (the partial message is left in the buffer)."""
         while True:
-            try:
-                line = await self._reader.readuntil(b"\n")
-            except asyncio.IncompleteReadError as e:
-                line = e.partial  # a last line without its newline still counts
-                if not line and not self._prefix:
-                    return None
-            except (asyncio.LimitOverrunError, ValueError) as e:
-                raise TooLarge from e
-            line, self._prefix = self._prefix + line, b""
-            if len(line) > MAX_MESSAGE + 1:
+            self._skip_blank()
+            at = self._buf.find(delimiter, max(0, self._scanned - len(delimiter) + 1))
+            if at >= 0:
+                end = at + len(delimiter)
+                out = bytes(self._buf[:end])
+                del self._buf[:end]
+                self._scanned = 0
+                return out
+            self._scanned = len(self._buf)
+            if len(self._buf) > MAX_MESSAGE + len(delimiter):
                 raise TooLarge
-            if line.strip():
-                return line
-            if self._reader.at_eof():
+            if not await self._fill():
+                if self._buf:
+                    raise EOFError
                 return None
+
+    async def _read_line(self) -> bytes | None:
+        try:
+            line = await self._until(b"\n")
+        except EOFError:  # a last line without its newline still counts
+            line = bytes(self._buf)
+            self._buf.clear()
+            self._scanned = 0
+        if line is not None and len(line) > MAX_MESSAGE + 1:
+            raise TooLarge
+        return line
 
     async def _read_lsp(self) -> bytes | None:
         try:
-            head = await self._reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as e:
-            if not e.partial.strip() and not self._prefix:
-                return None
-            raise FrameError("connection ended inside LSP headers") from e
-        except (asyncio.LimitOverrunError, ValueError) as e:
-            raise TooLarge from e
-        head, self._prefix = self._prefix + head, b""
+            head = await self._until(b"\r\n\r\n")
+        except EOFError:
+            raise FrameError("connection ended inside LSP headers") from None
+        if head is None:
+            return None
         length = None
         for raw in head.decode("ascii", "replace").split("\r\n"):
             key, _, value = raw.partition(":")
@@ -96,10 +130,12 @@ class MessageReader:
             raise FrameError("missing Content-Length")
         if length > MAX_MESSAGE:
             raise TooLarge
-        try:
-            return await self._reader.readexactly(length)
-        except asyncio.IncompleteReadError as e:
-            raise FrameError("connection ended inside an LSP body") from e
+        while len(self._buf) < length:
+            if not await self._fill():
+                raise FrameError("connection ended inside an LSP body")
+        body = bytes(self._buf[:length])
+        del self._buf[:length]
+        return body
 
 
 def encode(message: Any, framing: Framing | None) -> bytes:

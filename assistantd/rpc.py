@@ -18,6 +18,9 @@ from assistantd import errors
 
 log = logging.getLogger("assistantd.rpc")
 
+MAX_INFLIGHT = 32  # requests of one connection that run at once; the rest wait their turn
+MAX_QUEUED = 2 * MAX_INFLIGHT  # messages read and not yet answered before reading pauses
+
 Send = Callable[[Any], Awaitable[None]]
 P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
@@ -122,6 +125,10 @@ class Session:
         self.background: set[asyncio.Task[Any]] = set()  # ended at end of input or loss
         self.inflight: dict[str, RequestContext] = {}
         self.lost = False
+        # Backpressure: a request runs while it holds a slot; the reader takes a place in
+        # the queue before it reads a message, so past the bound it stops reading.
+        self.slots = asyncio.Semaphore(MAX_INFLIGHT)
+        self.queue = asyncio.Semaphore(MAX_QUEUED)
 
     async def send(self, message: Any) -> None:
         if self.lost:
@@ -146,12 +153,15 @@ class Session:
             task.cancel()
 
     async def handle(self, raw: bytes) -> None:
-        """Handle one framed message (a request, a notification or a batch)."""
+        """Handle one framed message (a request, a notification or a batch); gives back
+        the place in the queue the reader took for it."""
         try:
             await self._handle(raw)
         except Exception:  # a bug outside any handler: answer it, keep the connection
             log.exception("bug while handling a message")
             await self._reply(_error(None, errors.InternalError("internal error; see the log")))
+        finally:
+            self.queue.release()
 
     async def _handle(self, raw: bytes) -> None:
         try:
@@ -163,8 +173,19 @@ class Session:
             if not msg:
                 await self._reply(_error(None, errors.InvalidRequest("empty batch")))
                 return
+            tasks = []
+            started = asyncio.Semaphore(MAX_INFLIGHT)  # a huge batch is not all tasks at once
+
+            async def item(one: Any) -> dict[str, Any] | None:
+                try:
+                    return await self._one(one)
+                finally:
+                    started.release()
+
             async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(self._one(item)) for item in msg]
+                for one in msg:
+                    await started.acquire()
+                    tasks.append(tg.create_task(item(one)))
             replies = [r for t in tasks if (r := t.result()) is not None]
             if replies:
                 await self._reply(replies)
@@ -220,7 +241,8 @@ class Session:
             self.inflight[key] = ctx
         self.registry.active.add(ctx)
         try:
-            result = await method.func(parsed, ctx)
+            async with self.slots:
+                result = await method.func(parsed, ctx)
             return {"jsonrpc": "2.0", "id": id_, "result": result.model_dump(mode="json")}
         except errors.RpcError as e:
             return _error(id_, e)

@@ -81,7 +81,16 @@ class Listener:
         inherited = self._inherited()
         if inherited is None:
             prepare_dir(self.path)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:  # never through a symbolic link someone planted at the lock's path
+            fd = os.open(
+                self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise PermissionError(
+                    f"{self.lock_path} is a symbolic link; not following it"
+                ) from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -191,6 +200,7 @@ class Server:
             async with asyncio.TaskGroup() as tg:
                 session = Session(self.registry, send, tg.create_task)
                 while not session.lost:
+                    await session.queue.acquire()  # past the bound, read nothing until one ends
                     try:
                         raw = await frames.read()
                     except framing.TooLarge:
@@ -211,7 +221,7 @@ class Server:
                     if raw is None:
                         session.end_background()  # requests in flight still finish
                         break
-                    tg.create_task(session.handle(raw))
+                    tg.create_task(session.handle(raw))  # gives back its place in the queue
         except* ConnectionResetError:
             pass
         except* OSError:
