@@ -237,7 +237,7 @@ def repl(ctl: Ctl, cid: str | None) -> int:
             print("\n[interrupted]", file=sys.stderr)
             continue
         except RpcError as e:
-            _report(e)
+            explain(ctl, e)
             cid = (e.data or {}).get("conversation_id", cid) if isinstance(e.data, dict) else cid
             continue
         if result:
@@ -683,6 +683,14 @@ def _report(e: RpcError) -> None:
     print(f"assistantctl: {e.message} ({e.code})", file=sys.stderr)
 
 
+def explain(ctl: Ctl, e: RpcError) -> None:
+    """An error as one line on stderr; a missing key as what to do about it."""
+    if e.code == NO_KEY and not (isinstance(e.data, dict) and e.data.get("reason")):
+        _guide_no_key(ctl, e)
+    else:
+        _report(e)
+
+
 def _guide_no_key(ctl: Ctl, e: RpcError) -> None:
     """-32001, said as what to do next: store a key, or answer with a local model."""
     data = e.data if isinstance(e.data, dict) else {}
@@ -833,10 +841,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = args.func(ctl)
     except RpcError as e:
-        if e.code == NO_KEY:
-            _guide_no_key(ctl, e)
-        else:
-            _report(e)
+        explain(ctl, e)
         code = EXIT_ERROR
     except DaemonUnavailable as e:
         print(f"assistantctl: {e}", file=sys.stderr)
