@@ -55,6 +55,10 @@ class SummarizeConfig(_Strict):
     timeout_s: float = Field(default=30, gt=0)
     concurrency: int = Field(default=4, ge=1, le=32)
     max_redirects: int = Field(default=5, ge=0)
+    # How long reading a page's text may take (a worker process, killed after it).
+    extract_timeout_s: float = Field(default=30, gt=0)
+    # Follow redirects from a public page into this machine or a private network.
+    allow_private_redirects: bool = False
 
 
 class RoleConfig(_Strict):

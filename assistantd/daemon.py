@@ -412,6 +412,7 @@ class Daemon:
             notify_systemd("STOPPING=1")
             server.close()
             await self._drain()
+            await self.summarizer.extractor.aclose()
             await self.local.stop_all()
             await self.providers.close()
             self.store.close()

@@ -27,7 +27,8 @@ from pydantic import Field
 from assistantd import errors, paths, tokens
 from assistantd.chat import MAX_MESSAGE_CHARS, Chat, Turn, Usage, title_from
 from assistantd.config import SummarizeConfig
-from assistantd.fetch import Entry, Limits, PageCache, check_url, extract, fetch, freshness
+from assistantd.extract import Extractor
+from assistantd.fetch import Entry, Limits, PageCache, check_url, fetch, freshness
 from assistantd.providers import Completion, ContextExceeded, Providers, StreamBroken
 from assistantd.roles import SUMMARIZE, Role, fill
 from assistantd.rpc import Params, RequestContext, Result
@@ -221,6 +222,7 @@ class Summarizer:
     ) -> None:
         self.store, self.providers, self.chat, self.settings = store, providers, chat, settings
         self.cache = PageCache(paths.dirs().cache / "pages")
+        self.extractor = Extractor()  # the daemon closes it at shutdown
 
     async def url(self, params: UrlParams, ctx: RequestContext) -> SummarizeResult:
         """Fetch a web page, extract its main text and summarize it (in parts when long).
@@ -321,7 +323,9 @@ class Summarizer:
         if entry is None or not entry.fresh():
             page = await fetch(
                 url,
-                Limits(cfg.max_bytes, cfg.timeout_s, cfg.max_redirects),
+                Limits(
+                    cfg.max_bytes, cfg.timeout_s, cfg.max_redirects, cfg.allow_private_redirects
+                ),
                 etag=entry.etag if entry else None,
                 last_modified=entry.last_modified if entry else None,
             )
@@ -330,7 +334,9 @@ class Summarizer:
         await run.progress("fetch", 1, 1)
         await run.progress("extract", 0, 1)
         if page is not None:
-            title, text = await asyncio.to_thread(extract, page)
+            title, text = await self.extractor.read(
+                url, page.kind, page.charset, page.body, cfg.extract_timeout_s
+            )
             if not text:
                 raise errors.FetchFailed(
                     "the page has no text to summarize", url=url, reason="no_text"

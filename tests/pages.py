@@ -16,6 +16,16 @@ text), ``/sjis`` (Shift_JIS named in the header), ``/sjis-meta`` (named only in 
 ``<meta>``), ``/latin1`` (text/plain; charset=iso-8859-1), ``/plain`` and
 ``/status/<code>``.
 
+Attacks on the reader: ``/bomb`` (2 GiB of HTML gzipped twice, ``Content-Encoding:
+gzip, gzip``, 5 KB on the wire), ``/bomb-br`` (``Content-Encoding: br``, which
+was not asked for), ``/bomb-deep`` (six stacked gzip layers), ``/gz/<path>`` (a doc
+page gzipped, as servers send it), ``/charset/<label>`` (a short article labelled
+with that charset in the header; ``/charset/punycode`` ends in 3 MB that Python's
+quadratic punycode decoder would take many minutes over), ``/meta/<label>`` (the
+label in a ``<meta charset>`` only), ``/slow-extract`` (3 MB of ``<span>`` that keeps
+trafilatura busy for half a minute or more), ``/huge-header`` (a 200 KB header line)
+and ``/to?<url>`` (a redirect to any URL).
+
 Every request is logged in ``hits`` as (path, status, request headers). Standard library
 only; one thread per connection, so a drip never blocks the other pages.
 """
@@ -23,13 +33,18 @@ only; one thread per connection, so a drip never blocks the other pages.
 from __future__ import annotations
 
 import email.utils
+import functools
+import gzip
 import random
+import struct
 import sys
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple, Self
+from urllib.parse import unquote
 
 DOC_ROOT = Path("/usr/share/doc/python3.11/html")
 ENDLESS_S = 120.0  # an endless body still ends: bounded in time, whoever reads it
@@ -47,10 +62,33 @@ LATIN1 = (
     "Café crème à la française.\n\nDéjà vu: the naïve façade of a résumé, "
     "written in ISO-8859-1 and labelled so.\n"
 )
+ARTICLE = (
+    "<html><head><title>A page about charsets</title>{meta}</head><body><article>"
+    "<h1>A page about charsets</h1>"
+    "<p>Plain words of one paragraph, which any reader should find and keep.</p>"
+    "<p>A second paragraph: the label on this page is not one a browser knows.</p>"
+    "</article>{tail}</body></html>"
+)
 NO_TEXT = (
     "<html><head><script>var a = 1;</script><style>p { color: red }</style></head>"
     "<body><div><img src='a.png'></div><div></div></body></html>"
 )
+
+
+@functools.cache
+def bomb(size: int = 2 << 30) -> bytes:
+    """``size`` bytes of HTML, gzipped, then gzipped again: a few KB. Each MiB is
+    compressed after a full flush, so its compressed form is the same every time and
+    is built once (the CRC is the only part that needs all the bytes)."""
+    block = b"<p>" + b"a" * ((1 << 20) - 8) + b"</p>\n"
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    first = z.compress(block) + z.flush(zlib.Z_FULL_FLUSH)
+    again = z.compress(block) + z.flush(zlib.Z_FULL_FLUSH)
+    end = z.flush()[:-8]  # the final empty block, without the trailer
+    n = size >> 20
+    crc = functools.reduce(lambda c, _: zlib.crc32(block, c), range(n), 0)
+    inner = first + again * (n - 1) + end + struct.pack("<II", crc, (n << 20) & 0xFFFFFFFF)
+    return gzip.compress(inner, 9)
 
 
 class Hit(NamedTuple):
@@ -178,6 +216,42 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, "text/plain; charset=iso-8859-1", LATIN1.encode("latin-1"))
         elif p == "/plain":
             self._send(200, "text/plain", LATIN1.encode())
+        elif p == "/bomb":
+            self._send(200, "text/html", bomb(), {"Content-Encoding": "gzip, gzip"})
+        elif p == "/bomb-br":  # not brotli at all: a reader that asked for none must refuse
+            self._send(
+                200, "text/html", random.Random(5).randbytes(4096), {"Content-Encoding": "br"}
+            )
+        elif p == "/bomb-deep":
+            body = b"<p>six layers</p>"
+            for _ in range(6):
+                body = gzip.compress(body)
+            self._send(200, "text/html", body, {"Content-Encoding": ", ".join(["gzip"] * 6)})
+        elif p.startswith("/gz/"):
+            page = (DOC_ROOT / p[len("/gz/") :]).resolve()
+            if page.is_relative_to(DOC_ROOT) and page.is_file():
+                body = gzip.compress(page.read_bytes())
+                headers = {"Content-Encoding": "gzip"}
+                self._send(200, "text/html; charset=utf-8", body, headers)
+            else:
+                self._send(404, "text/html", b"<p>no such page</p>")
+        elif p.startswith("/charset/"):
+            label = unquote(p[len("/charset/") :])
+            # After the last "-", 3 MB of a valid punycode digit: each is one insertion.
+            tail = '<script>var x = "-' + "a" * 3_000_000 if label == "punycode" else ""
+            body = ARTICLE.format(meta="", tail=tail).encode()
+            self._send(200, f"text/html; charset={label}", body)
+        elif p.startswith("/meta/"):
+            label = unquote(p[len("/meta/") :])
+            body = ARTICLE.format(meta=f'<meta charset="{label}">', tail="").encode()
+            self._send(200, "text/html", body)
+        elif p == "/slow-extract":
+            body = "<html><body><div>" + "<span>w</span> " * 200_000 + "</div></body></html>"
+            self._send(200, "text/html; charset=utf-8", body.encode())
+        elif p == "/huge-header":  # one 200 KB header line
+            self._send(200, "text/html", b"<p>big header</p>", {"X-Filler": "a" * 200_000})
+        elif p == "/to":
+            self._redirect(unquote(self.path.split("?", 1)[1]) if "?" in self.path else "/")
         else:
             self._send(404, "text/html", b"<p>not found</p>")
 
@@ -192,11 +266,13 @@ class _Server(ThreadingHTTPServer):
 
 
 class Pages:
-    """The page server on 127.0.0.1, in a thread; ``with Pages() as pages: pages.url("/pdf")``."""
+    """The page server on 127.0.0.1 (or ``host``), in a thread; ``with Pages() as pages:
+    pages.url("/pdf")``."""
 
-    def __init__(self, drip_s: float = 0.2) -> None:
+    def __init__(self, drip_s: float = 0.2, host: str = "127.0.0.1") -> None:
         assert DOC_ROOT.is_dir(), f"{DOC_ROOT} is missing: apt-get install -y python3.11-doc"
         self.drip_s = drip_s
+        self.host = host
         self.hits: list[Hit] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -204,7 +280,12 @@ class Pages:
     @property
     def base(self) -> str:
         assert self._server is not None, "not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://{self.host}:{self._server.server_address[1]}"
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "not started"
+        return int(self._server.server_address[1])
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -214,7 +295,7 @@ class Pages:
         return sum(1 for h in self.hits if h.path == path and status in (None, h.status))
 
     def start(self) -> Self:
-        self._server = _Server(("127.0.0.1", 0), Handler)
+        self._server = _Server((self.host, 0), Handler)
         self._server.pages = self
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="pages", daemon=True
