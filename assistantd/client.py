@@ -45,14 +45,15 @@ class ForeignDaemon(DaemonUnavailable):
 def peer_uid(sock: socket.socket) -> int:
     """The uid of the process at the other end of a connected Unix socket.
 
-    Linux: ``SO_PEERCRED`` (pid, uid, gid). macOS and the BSDs: ``LOCAL_PEERCRED`` at
-    level ``SOL_LOCAL`` (0), a ``struct xucred`` whose second field is the uid; it is what
-    their ``getpeereid(3)`` reads."""
+    Linux: ``SO_PEERCRED``, a ``struct ucred`` (pid, uid, gid); OpenBSD's is (uid, gid,
+    pid). macOS, FreeBSD and the other BSDs: ``LOCAL_PEERCRED`` at level ``SOL_LOCAL``
+    (0), a ``struct xucred`` whose second field is the uid; it is what their
+    ``getpeereid(3)`` reads."""
     import struct
 
     if hasattr(socket, "SO_PEERCRED"):
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        return int(struct.unpack("3i", creds)[1])
+        return int(struct.unpack("3i", creds)[0 if sys.platform.startswith("openbsd") else 1])
     option = getattr(socket, "LOCAL_PEERCRED", 1)
     creds = sock.getsockopt(0, option, struct.calcsize("IIh16I"))
     return int(struct.unpack_from("II", creds)[1])
