@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, Daemon
+from tests.test_shell import HOSTILE, SECRET, SHOWN, command_lines_holding
+from tests.tmux import run_on_pty
 from tests.upstream import Upstream
 
 SCRIPT = ROOT / "clients" / "desktop" / "assistant-hotkey"
@@ -205,3 +208,78 @@ def test_script_is_posix_sh() -> None:
         assert check.returncode == 0, check.stderr
     usage = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30)
     assert usage.returncode == 0 and "usage: assistant-hotkey" in usage.stdout
+
+
+def test_answer_control_characters_are_replaced(
+    daemon: Daemon, display: str, tmp_path: Path
+) -> None:
+    """An answer's control characters (OSC 52, a title, a C1 CSI) reach neither the terminal
+    nor the clipboard: they are U+FFFD; --raw keeps the exact bytes."""
+    env = x_env(display, toolbox(tmp_path / "bin", "xclip"))
+    # xclip -o here reads text: a CR would come back as LF
+    hostile, shown = HOSTILE.replace("\r", ""), SHOWN.replace("\ufffdend", "end")
+    set_selection(display, "primary", f"hi [[reply:{hostile}]]")
+    code, out = run_on_pty([str(SCRIPT), "--no-prompt", "--no-notify"], env=env)
+    assert code == 0, out
+    assert shown in out.decode() and b"\x1b" not in out and b"\x07" not in out
+    assert wait_selection(display, "clipboard", shown) == shown
+    done = subprocess.run(
+        [str(SCRIPT), "--no-prompt", "--no-notify", "--raw"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0 and done.stdout == (hostile + "\n").encode()
+    assert wait_selection(display, "clipboard", hostile) == hostile
+
+
+def test_prompt_and_text_are_never_on_a_command_line(
+    daemon: Daemon, upstream: Upstream, display: str, tmp_path: Path
+) -> None:
+    """The instructions typed into the prompt (dmenu) and the selection reach the daemon,
+    and while the request runs no process's command line holds either."""
+    for tool in ("dmenu", "xdotool"):
+        assert shutil.which(tool), f"{tool} must be installed (apt-get install -y {tool})"
+    set_selection(display, "primary", f"password={SECRET}-text [[hang]]")
+    env = x_env(display, toolbox(tmp_path / "bin", "xclip", "dmenu"))
+    run = subprocess.Popen(
+        [str(SCRIPT), "--no-notify"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    x = {**os.environ, "DISPLAY": display}
+    try:
+        deadline = time.monotonic() + 15
+        while subprocess.run(["xdotool", "search", "--class", "dmenu"], env=x).returncode:
+            assert time.monotonic() < deadline, "dmenu never showed"
+            time.sleep(0.05)
+        subprocess.run(["xdotool", "type", f"Check {SECRET}-prompt"], env=x, check=True)
+        subprocess.run(["xdotool", "key", "Return"], env=x, check=True)
+        while upstream.in_flight == 0:
+            assert time.monotonic() < deadline, "the request never reached the upstream"
+            time.sleep(0.02)
+        asked = upstream.requests[-1]["body"]["messages"][-1]["content"]
+        assert asked.startswith(f"Check {SECRET}-prompt\n\npassword={SECRET}-text")
+        assert command_lines_holding(SECRET) == []
+    finally:
+        os.killpg(run.pid, signal.SIGTERM)
+        run.wait(15)
+
+
+def test_role_names_the_daemons_prompt(
+    daemon: Daemon, upstream: Upstream, display: str, tmp_path: Path
+) -> None:
+    """--role NAME asks with the daemon's role of that name (its system prompt reaches the
+    provider)."""
+    set_selection(display, "primary", "tar xzf a.tgz [[reply:unpacks]]")
+    env = x_env(display, toolbox(tmp_path / "bin", "xclip"))
+    done = hotkey("--no-prompt", "--no-notify", "--role", "explain", env=env)
+    assert (done.returncode, done.stdout) == (0, "unpacks\n"), done.stderr
+    roles = {r["name"]: r["system"] for r in daemon.call("roles/list")["roles"]}
+    system = upstream.requests[-1]["body"]["messages"][0]
+    shell = Path(os.environ.get("SHELL") or "sh").name  # what assistant-ask sends as {shell}
+    assert system == {"role": "system", "content": roles["explain"].format(shell=shell, os="Linux")}

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,13 +19,22 @@ import pytest
 from assistantd import paths
 from assistantd.client import Client
 from tests.conftest import ROOT, Daemon, fake_provider_config
-from tests.tmux import Tmux
+from tests.tmux import Tmux, run_on_pty
 from tests.upstream import Upstream
 
 SHELL_DIR = ROOT / "clients" / "shell"
 HELPER = SHELL_DIR / "assistant-ask"
 PROMPT = "READY$"
 SHELLS = ("bash", "zsh", "fish")
+# An answer that acts on a terminal: OSC 52 (set the clipboard), OSC 2 (set the title),
+# a C1 CSI (red text) and a carriage return that would hide what came before it.
+HOSTILE = "before\x1b]52;c;cm0gLXJmIH4=\x07after\x1b]2;pwned\x07 \x9b31mred\rend"
+SHOWN = "before\ufffd]52;c;cm0gLXJmIH4=\ufffdafter\ufffd]2;pwned\ufffd \ufffd31mred\ufffdend"
+SECRET = "S3cr3t-C2x"
+# The same, as keys typed into a shell's line (Escape and Ctrl-G by quoted insert).
+TYPED = "before\x1b]52;c;cm0gLXJmIH4=\x07after\x1b]2;pwned\x07end"
+TYPED_SHOWN = "before\ufffd]52;c;cm0gLXJmIH4=\ufffdafter\ufffd]2;pwned\ufffdend"
+KEY_NAMES = {"\x1b": "Escape", "\x07": "C-g"}
 MakeShell = Callable[..., Tmux]
 
 
@@ -301,7 +312,7 @@ def test_helper_finds_the_socket_by_the_contract_rule(
         ("Here you go:\n```sh\nfind . -name '*.py'\n```\nThat finds them.", "find . -name '*.py'"),
         ("`git status`", "git status"),
         ("$ df -h", "df -h"),
-        ("```\nfor f in *; do\n  echo $f\ndone\n```", "for f in *; do\n  echo $f\ndone"),
+        ("```\nfor f in *; do\n  echo $f\ndone\n```", "for f in *; do echo $f; done"),
     ],
 )
 def test_helper_strips_code_fences(answer: str, command: str, daemon: Daemon) -> None:
@@ -395,3 +406,250 @@ def test_helper_starts_the_daemon_when_none_answers(upstream: Upstream) -> None:
         while sock.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
     assert not sock.exists()
+
+
+# -- answers on a terminal (issue 11) -------------------------------------------------
+
+
+def test_helper_replaces_control_characters_on_a_terminal(daemon: Daemon) -> None:
+    """On a terminal, assistant-ask prints an answer's control characters as U+FFFD (no
+    clipboard write, title or colour reaches it); --raw, --json and a pipe keep the text exact."""
+    command = [sys.executable, "-I", "-S", str(HELPER)]
+    question = f"hi [[reply:{HOSTILE}]]".encode()
+    code, out = run_on_pty([*command, "ask", "-"], input=question, env=dict(os.environ))
+    assert code == 0, out
+    assert SHOWN in out.decode()
+    assert not set(out.decode()) & {"\x1b", "\x07", "\x9b"}, out
+    code, out = run_on_pty([*command, "--raw", "ask", "-"], input=question, env=dict(os.environ))
+    assert code == 0 and HOSTILE.encode() in out
+    code, out = run_on_pty([*command, "--json", "ask", "-"], input=question, env=dict(os.environ))
+    assert code == 0 and b'"text":"before\\u001b]52;c;' in out and b"\x1b" not in out
+    piped = subprocess.run([*command, "ask", "-"], input=question, capture_output=True, timeout=30)
+    assert (piped.returncode, piped.stdout) == (0, (HOSTILE + "\n").encode())
+
+
+def type_hostile(term: Tmux, template: str) -> None:
+    """Type ``template`` with TYPED in place of ``{}``, its control characters each
+    inserted literally (quoted insert, Ctrl-V)."""
+    before, _, after = template.partition("{}")
+    term.type(before)
+    for part in re.split(r"([\x1b\x07])", TYPED):
+        if len(part) == 1 and not part.isprintable():
+            term.keys("C-v", KEY_NAMES[part])
+        elif part:
+            term.type(part)
+    term.type(after)
+
+
+def test_explain_widget_cannot_retitle_the_terminal(daemon: Daemon, make_shell: MakeShell) -> None:
+    """An explanation holding a title sequence leaves the terminal's title alone and shows
+    the sequence's text with U+FFFD in place of its control characters."""
+    term = make_shell("bash")
+    before = term.title()
+    type_hostile(term, "ls [[reply:{}]]")
+    term.keys("M-e")
+    term.wait_text("after\ufffd]2;pwned")
+    assert term.title() == before != "pwned"
+
+
+def test_command_widget_line_has_no_control_characters(
+    daemon: Daemon, make_shell: MakeShell
+) -> None:
+    """Alt-a never puts a control character on the line: an answer's are shown as U+FFFD."""
+    term = make_shell("bash")
+    type_hostile(term, "say hi [[reply:echo {}]]")
+    term.keys("M-a")
+    term.wait_line(f"{PROMPT} echo {TYPED_SHOWN}")
+
+
+# -- the line stays off command lines (issue 11) --------------------------------------
+
+
+def command_lines_holding(secret: str) -> list[str]:
+    """Every process's command line (what ``ps`` shows any user) that holds ``secret``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
+        except OSError:
+            continue  # gone meanwhile
+        if secret.encode() in cmdline:
+            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+@pytest.mark.parametrize("key", ["M-a", "M-e"])
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_line_is_never_on_a_command_line(
+    shell: str, key: str, daemon: Daemon, upstream: Upstream, make_shell: MakeShell
+) -> None:
+    """While a widget's request runs, no process's command line holds the line being edited
+    (it reaches the daemon on stdin), and Ctrl-C still gives the line back."""
+    term = make_shell(shell)
+    line = f"mysql -uroot -p{SECRET} [[hang]]"
+    term.type(line)
+    term.keys(key)
+    deadline = time.monotonic() + 10
+    while upstream.in_flight == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert upstream.in_flight == 1
+    assert SECRET in upstream.requests[-1]["body"]["messages"][-1]["content"]
+    assert command_lines_holding(SECRET) == []
+    term.keys("C-c")
+    term.wait_line(f"{PROMPT} {line}")
+    wait_idle(daemon, upstream)
+
+
+# -- one command on the line (issue 11) -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "command", "note"),
+    [
+        ("git add -A\ngit commit -m 'wip'", "git add -A && git commit -m 'wip'", "joined with &&"),
+        ("ls -la\nThis lists every file, hidden ones too.", "ls -la", "kept only one command"),
+        ("Run this:\ndf -h", "df -h", "kept only one command"),
+        ("```\nmkdir -p out\ncd out\n```", "mkdir -p out && cd out", "joined with &&"),
+        ("if [ -d build ]\nthen\n  rm -r build\nfi", "if [ -d build ]; then rm -r build; fi", ""),
+        ("while true\ndo\n  date\n  sleep 1\ndone", "while true; do date; sleep 1; done", ""),
+        ("find . -name '*.log' \\\n  -delete", "find . -name '*.log' -delete", ""),
+        ("# free space per disk\ndf -h", "df -h", ""),
+        ("rm -rf build\nmake ||\n  echo failed", "rm -rf build", "kept only one command"),
+    ],
+)
+def test_helper_gives_one_command(answer: str, command: str, note: str, daemon: Daemon) -> None:
+    """command mode prints one line: plain command lines joined with &&, a multi-line loop or
+    if as one line, else the first line that is a command, with a note on stderr saying so."""
+    done = helper("--shell", "bash", "command", "-", input=f"[[reply:{answer}]] do it")
+    assert (done.returncode, done.stdout) == (0, command), done.stderr
+    assert note in done.stderr and bool(note) == bool(done.stderr), done.stderr
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_command_widget_takes_one_command(
+    shell: str, daemon: Daemon, make_shell: MakeShell
+) -> None:
+    """A multi-line answer never reaches the line as several commands to run on Enter:
+    command lines are joined with &&, prose after a command is dropped, and the widget says so."""
+    term = make_shell(shell)
+    term.type("[[reply:git status")
+    term.keys("C-v", "C-j")  # a literal newline inside the description (quoted insert)
+    term.type("git log -1]] show the state")
+    term.keys("M-a")
+    # zsh shows the note under the line (zle -M), bash and fish above the prompt.
+    joined = f"{PROMPT} git status && git log -1"
+    term.wait(lambda t: joined in t.lines(), what=repr(joined))
+    term.wait_text("the answer was 2 commands: joined with &&")
+    term.keys("C-a", "C-k", "C-l")
+    term.wait(lambda t: t.lines()[:1] == [PROMPT], what="an empty line")
+    term.type("[[reply:ls -la")
+    term.keys("C-v", "C-j")
+    term.type("This lists every file.]] list")
+    term.keys("M-a")
+    term.wait(lambda t: f"{PROMPT} ls -la" in t.lines(), what="the first command alone")
+    term.wait_text("kept only one command")
+
+
+# -- whose socket (issue 11) ----------------------------------------------------------
+
+AS_NOBODY = ("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups")
+LISTENER = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen()
+print("READY", flush=True)
+c, _ = s.accept()
+c.settimeout(3)
+got = b""
+try:
+    while chunk := c.recv(65536):
+        got += chunk
+except TimeoutError:
+    pass
+print("GOT", len(got), flush=True)
+"""
+
+
+def test_helper_refuses_a_socket_served_by_another_user(tmp_path: Path) -> None:
+    """A socket served by another uid gets nothing from assistant-ask: it says whose it is
+    and exits 3."""
+    if os.getuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to serve a socket as another user")
+    folder = Path(tempfile.mkdtemp(prefix="ad-peer-", dir="/tmp"))
+    folder.chmod(0o777)  # where the other user can make its socket
+    path = folder / "s.sock"
+    listener = subprocess.Popen(
+        [*AS_NOBODY, "/usr/bin/python3", "-I", "-c", LISTENER, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listener.stdout is not None
+        assert listener.stdout.readline().strip() == "READY"
+        done = helper(
+            "command",
+            "-",
+            input=f"mysql -p{SECRET}",
+            env={"ASSISTANTD_SOCKET": str(path), "ASSISTANTD_NO_AUTOSTART": "1"},
+        )
+        assert listener.stdout.readline().split() == ["GOT", "0"]
+        assert done.returncode == 3
+        uid = subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True).stdout
+        assert f"refusing {path}: it is served by uid {uid.strip()}, not by you" in done.stderr
+    finally:
+        listener.kill()
+        listener.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- roles (issue 15) -----------------------------------------------------------------
+
+
+def shell_command_role(daemon: Daemon) -> str:
+    roles = {r["name"]: r for r in daemon.call("roles/list")["roles"]}
+    system: str = roles["shell-command"]["system"]
+    return system
+
+
+def test_widget_sends_the_daemons_role(daemon: Daemon, upstream: Upstream) -> None:
+    """The helper names the daemon's role and sends the shell and OS as its vars (no prompt
+    of its own); --system still gives the system prompt outright."""
+    assert helper("--shell", "zsh", "command", "-", input="[[reply:ls]] x").returncode == 0
+    params_system = upstream.requests[-1]["body"]["messages"][0]["content"]
+    assert params_system == shell_command_role(daemon).format(shell="zsh", os="Linux")
+    done = helper("--system", "Only {shell} here", "command", "-", input="[[reply:ls]] x")
+    assert done.returncode == 0
+    assert upstream.requests[-1]["body"]["messages"][0]["content"] == "Only {shell} here"
+
+
+def test_config_role_changes_what_the_bash_widget_sends(
+    make_daemon: Callable[..., Daemon], upstream: Upstream, make_shell: MakeShell
+) -> None:
+    """A [roles.shell-command] table in config.toml is the system prompt of the bash widget's
+    request, and editing it changes the next request without restarting the daemon."""
+
+    def config(prompt: str) -> str:
+        return fake_provider_config(upstream, extra=f'[roles.shell-command]\nsystem = "{prompt}"\n')
+
+    daemon = make_daemon(config("FIRST: one {shell} command on {os}"))
+    term = make_shell("bash")
+    term.type("list files [[reply:ls]]")
+    term.keys("M-a")
+    term.wait_line(f"{PROMPT} ls")
+    assert (
+        upstream.requests[-1]["body"]["messages"][0]["content"]
+        == "FIRST: one bash command on Linux"
+    )
+    daemon.config_path.write_text(config("SECOND: a {shell} one-liner"))
+    deadline = time.monotonic() + 15
+    while shell_command_role(daemon) != "SECOND: a {shell} one-liner":
+        assert time.monotonic() < deadline, "the edited config was not reloaded"
+        time.sleep(0.05)
+    term.keys("C-a", "C-k")
+    term.wait_line(PROMPT)
+    term.type("show disk use [[reply:df -h]]")
+    term.keys("M-a")
+    term.wait_line(f"{PROMPT} df -h")
+    assert upstream.requests[-1]["body"]["messages"][0]["content"] == "SECOND: a bash one-liner"
+    assert daemon.proc.poll() is None

@@ -61,6 +61,10 @@ class Tmux:
     def screen(self) -> str:
         return self._run("capture-pane", "-p", "-t", "t")
 
+    def title(self) -> str:
+        """The pane's title: what a program last set with OSC 0 or 2."""
+        return self._run("display-message", "-p", "-t", "t", "#{pane_title}").strip()
+
     def lines(self) -> list[str]:
         return [line for line in self.screen().splitlines() if line.strip()]
 
@@ -86,3 +90,39 @@ class Tmux:
 
     def close(self) -> None:
         subprocess.run([*self.base, "kill-server"], capture_output=True, timeout=10, check=False)
+
+
+def run_on_pty(
+    command: list[str], *, input: bytes = b"", env: dict[str, str], timeout: float = 30
+) -> tuple[int, bytes]:
+    """Run ``command`` with stdout and stderr on a new pseudo-terminal (so it sees a TTY)
+    and ``input`` on a pipe as stdin; its exit status and every byte the terminal got."""
+    import select
+
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=slave, stderr=slave, env=env)
+    finally:
+        os.close(slave)
+    assert proc.stdin is not None
+    proc.stdin.write(input)
+    proc.stdin.close()
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], 0.1)[0]:
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer has closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        else:
+            proc.kill()
+            raise AssertionError(f"{command[0]} did not finish in {timeout} s: {out!r}")
+    finally:
+        os.close(master)
+    return proc.wait(timeout), out

@@ -37,11 +37,12 @@ __assistant_ask() {
     "$ASSISTANT_PYTHON" -I -S "$_assistant_helper" --tty --thinking --shell bash "$@"
 }
 
+# The line goes on stdin, never on a command line: `ps` shows those to every user.
 # Replace the line with the command the daemon proposes; keep it on error or Ctrl-C.
 __assistant_command() {
     local line=$READLINE_LINE out
     [[ -n ${line//[[:space:]]/} ]] || return 0
-    if out=$(__assistant_ask command "$line") && [[ -n $out ]]; then
+    if out=$(printf '%s' "$line" | __assistant_ask command -) && [[ -n $out ]]; then
         READLINE_LINE=$out
     else
         READLINE_LINE=$line
@@ -59,11 +60,12 @@ __assistant_explain() {
         local prompt=${PS1@P}
         prompt=${prompt##*$'\n'}
         prompt=${prompt//[$'\001\002']/}
-        printf '%s%s\n' "$prompt" "$line" >/dev/tty
+        # The line as text: a control character in it would act on the terminal.
+        printf '%s%s\n' "$prompt" "${line//[![:print:]$'\t\n']/$'\uFFFD'}" >/dev/tty
     else
         printf '\n' >/dev/tty
     fi
-    __assistant_ask explain "$line"
+    printf '%s' "$line" | __assistant_ask explain -
 }
 
 _assistant_keys=("${ASSISTANT_KEY_COMMAND-\\ea}" "${ASSISTANT_KEY_EXPLAIN-\\ee}")

@@ -31,12 +31,13 @@ if status is-interactive
         end
     end
 
+    # The line goes on stdin, never on a command line: `ps` shows those to every user.
     # Replace the line with the command the daemon proposes; keep it on error or Ctrl-C.
     function __assistant_command
         set -l line (commandline | string collect)
         string match -qr '\S' -- "$line"; or return
-        set -l out ($ASSISTANT_PYTHON -I -S $__assistant_helper --tty --thinking --shell fish command "$line" | string collect)
-        if test $pipestatus[1] -eq 0; and test -n "$out"
+        set -l out (printf '%s' "$line" | $ASSISTANT_PYTHON -I -S $__assistant_helper --tty --thinking --shell fish command - | string collect)
+        if test $pipestatus[2] -eq 0; and test -n "$out"
             commandline -r -- $out
         else
             commandline -r -- $line
@@ -49,7 +50,7 @@ if status is-interactive
         set -l line (commandline | string collect)
         string match -qr '\S' -- "$line"; or return
         echo
-        $ASSISTANT_PYTHON -I -S $__assistant_helper --tty --thinking --shell fish explain "$line"
+        printf '%s' "$line" | $ASSISTANT_PYTHON -I -S $__assistant_helper --tty --thinking --shell fish explain -
         commandline -f repaint
     end
 

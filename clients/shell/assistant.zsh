@@ -38,10 +38,13 @@ _assistant_command() {
     BUFFER="⏳ asking… (Ctrl-C cancels)"
     CURSOR=$#BUFFER
     zle -R
-    out=$("$ASSISTANT_PYTHON" -I -S "$_assistant_helper" --tty --shell zsh command "$line" 2>&1)
+    # The line goes on stdin, never on a command line: `ps` shows those to every user.
+    out=$(print -rn -- "$line" | "$ASSISTANT_PYTHON" -I -S "$_assistant_helper" --tty --shell zsh command - 2>&1)
     rc=$?
     if (( rc == 0 )) && [[ -n $out ]]; then
-        BUFFER=$out
+        # The command is one line; a note about the answer's other lines comes before it.
+        BUFFER=${out##*$'\n'}
+        [[ $out == *$'\n'* ]] && zle -M "${out%$'\n'*}"
     else
         BUFFER=$line
         (( rc == 130 )) || zle -M "$out"
@@ -55,7 +58,7 @@ _assistant_explain() {
     local line=$BUFFER
     [[ -n ${line//[[:space:]]/} ]] || return 0
     zle -I
-    "$ASSISTANT_PYTHON" -I -S "$_assistant_helper" --tty --thinking --shell zsh explain "$line"
+    print -rn -- "$line" | "$ASSISTANT_PYTHON" -I -S "$_assistant_helper" --tty --thinking --shell zsh explain -
 }
 
 zle -N assistant-command _assistant_command
