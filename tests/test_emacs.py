@@ -265,6 +265,20 @@ def test_no_daemon_errors(tmp_path: Path) -> None:
         assert r[case]["lines"][-2:] == ["## You", ""]
 
 
+def test_daemon_lost_mid_answer(daemon: Daemon) -> None:
+    """When the daemon dies while an answer streams, the chat buffer keeps the part that
+    arrived and says the connection was lost, at once; the next message says that no
+    daemon runs (autostart off)."""
+    r = run_emacs("lost.el", daemon_env(daemon))
+    assert r["lost_ms"] < 2000, r["lost_ms"]
+    lines = r["lost_lines"]
+    assert lines[7].startswith("w1 w2 w3") and not lines[7].endswith("w100")
+    assert lines[-4:] == ["> **error:** the daemon closed the connection", "", "## You", ""]
+    errors = [ln for ln in r["lines"] if ln.startswith("> **error:**")]
+    assert len(errors) == 2 and "autostart is off" in errors[1], r["lines"]
+    assert r["lines"][-2:] == ["## You", ""]
+
+
 def test_autostart_starts_daemon(upstream: Upstream) -> None:
     """With no daemon running, the package starts `assistantd` on the default socket
     ($XDG_RUNTIME_DIR/assistantd/assistantd.sock), detached so that it outlives Emacs;
