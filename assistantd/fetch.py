@@ -11,7 +11,8 @@ a later hop's DNS answer, may not move inwards: from a public address to a priva
 link-local or loopback one, from the LAN to this machine (``reach``). The config's
 ``[summarize] allow_private_redirects`` lifts that rule. For the same reason pages
 are fetched directly, never through a proxy named in the environment (a proxy
-resolves names itself, where no check can follow).
+resolves names itself, where no check can follow); ``SSL_CERT_FILE`` and
+``SSL_CERT_DIR`` still name the certificates to trust.
 
 The body is read as a stream and decompressed in bounded pieces (gzip and deflate,
 stacked at most five deep; no other coding is asked for or accepted): a huge,
@@ -233,7 +234,8 @@ async def fetch(
             httpx2.AsyncClient(
                 timeout=httpx2.Timeout(step),
                 follow_redirects=False,
-                trust_env=False,
+                trust_env=False,  # no proxy from the environment; SSL_CERT_* still count:
+                verify=httpx2.create_ssl_context(trust_env=True),
                 headers={
                     "User-Agent": USER_AGENT,
                     "Accept": ACCEPT,

@@ -36,6 +36,7 @@ import email.utils
 import functools
 import gzip
 import random
+import ssl
 import struct
 import sys
 import threading
@@ -269,10 +270,13 @@ class Pages:
     """The page server on 127.0.0.1 (or ``host``), in a thread; ``with Pages() as pages:
     pages.url("/pdf")``."""
 
-    def __init__(self, drip_s: float = 0.2, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, drip_s: float = 0.2, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+    ) -> None:
         assert DOC_ROOT.is_dir(), f"{DOC_ROOT} is missing: apt-get install -y python3.11-doc"
         self.drip_s = drip_s
         self.host = host
+        self.tls = tls  # serve https with this server context
         self.hits: list[Hit] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -280,7 +284,8 @@ class Pages:
     @property
     def base(self) -> str:
         assert self._server is not None, "not started"
-        return f"http://{self.host}:{self._server.server_address[1]}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self._server.server_address[1]}"
 
     @property
     def port(self) -> int:
@@ -296,6 +301,8 @@ class Pages:
 
     def start(self) -> Self:
         self._server = _Server((self.host, 0), Handler)
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._server.pages = self
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="pages", daemon=True

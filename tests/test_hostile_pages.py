@@ -283,15 +283,48 @@ def test_pinned_request_names_the_host(sd: Daemon, pages: Pages) -> None:
     assert hit.headers["host"] == f"localhost:{pages.port}"
 
 
+def test_pinned_https_checks_the_name(make_daemon: Any, upstream: Upstream, tmp_path: Path) -> None:
+    """Over https the request goes to the checked address while TLS checks the
+    certificate against the name: a certificate for localhost serves
+    https://localhost:PORT/, and the same server by its address is refused."""
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=DNS:localhost"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    d = make_daemon(config(upstream, "timeout_s = 10\n"), env={"SSL_CERT_FILE": str(cert)})
+    with Pages(tls=tls) as pages:
+        url = f"https://localhost:{pages.port}/fresh/library/bisect.html"
+        r = d.call("summarize/url", {"url": url, "model": "fake-4k"})
+        assert r["url"] == url and r["title"].startswith("bisect")
+        assert pages.hits[-1].headers["host"] == f"localhost:{pages.port}"
+        e = fetch_error(d, pages.url("/fresh/library/bisect.html"))  # https://127.0.0.1:PORT
+        assert (e.code, e.data["reason"]) == (-32006, "unreachable") and "certificate" in e.message
+
+
 NETNS_ADDR = "10.213.0.1"  # the page server's LAN address, only inside the namespace
 LINK_ADDR = "169.254.7.1"
+# A public address, held by the namespace's own loopback: what a public page's server
+# would have, with no traffic leaving the namespace.
+PUBLIC_ADDR = "100.0.0.1"
 CLONE_NEWNET = 0x40000000
 
 
 @pytest.fixture
 def netns() -> Iterator[str]:
     """A network namespace of this test's own, with only a loopback interface, which also
-    holds a private LAN address and a link-local one: nothing in it reaches anywhere else."""
+    holds a private LAN address, a link-local one and a public one: nothing in it
+    reaches anywhere else."""
     name = f"adtest-{os.getpid()}"
 
     def ip(*args: str) -> None:
@@ -305,6 +338,7 @@ def netns() -> Iterator[str]:
         ip("-n", name, "link", "set", "lo", "up")
         ip("-n", name, "addr", "add", f"{NETNS_ADDR}/32", "dev", "lo")
         ip("-n", name, "addr", "add", f"{LINK_ADDR}/32", "dev", "lo")
+        ip("-n", name, "addr", "add", f"{PUBLIC_ADDR}/32", "dev", "lo")
         yield name
     finally:
         ip("netns", "delete", name)
@@ -339,18 +373,21 @@ def inside(name: str, make: Callable[[], T]) -> T:
 
 
 def test_redirects_into_this_machine_or_network(netns: str, make_daemon: Any) -> None:
-    """In a private namespace: a page on a LAN address that redirects to 127.0.0.1
-    (by address or by name) or to a link-local address is refused with
-    -32006 private_address; a direct 127.0.0.1 URL and a LAN-to-LAN redirect work; the
-    config's allow_private_redirects lets the first through."""
+    """In a namespace of the test's own: a page on a public address that redirects to
+    the LAN, this machine or a link-local address, and a LAN page that redirects to
+    this machine (by address or by name) or a link-local address, are refused with
+    -32006 private_address, the target never asked; a direct 127.0.0.1 URL, a LAN-to-LAN
+    and a LAN-to-public redirect work; allow_private_redirects lets them through."""
     pages = inside(netns, lambda: Pages(host="0.0.0.0").start())
     up = inside(netns, lambda: Upstream().start())
     try:
         port = pages.port
         lan, local = f"http://{NETNS_ADDR}:{port}", f"http://127.0.0.1:{port}"
 
-        def via(target: str) -> str:
-            return f"{lan}/to?{quote(target, safe='')}"
+        public = f"http://{PUBLIC_ADDR}:{port}"
+
+        def via(target: str, origin: str = lan) -> str:
+            return f"{origin}/to?{quote(target, safe='')}"
 
         def daemon(summarize: str = "") -> Daemon:
             d: Daemon = inside(
@@ -364,16 +401,21 @@ def test_redirects_into_this_machine_or_network(netns: str, make_daemon: Any) ->
         assert direct["title"].startswith("bisect")
         lan_hop = d.call("summarize/url", {"url": via(lan + SMALL_PAGE), "model": "fake-4k"})
         assert lan_hop["title"].startswith("bisect")
-        for target in (
-            local + SMALL_PAGE,
-            f"http://localhost:{port}{SMALL_PAGE}",
-            f"http://{LINK_ADDR}:{port}{SMALL_PAGE}",
+        for origin, target in (
+            (public, lan + SMALL_PAGE),
+            (public, local + SMALL_PAGE),
+            (public, f"http://{LINK_ADDR}:{port}{SMALL_PAGE}"),
+            (lan, local + SMALL_PAGE),
+            (lan, f"http://localhost:{port}{SMALL_PAGE}"),
+            (lan, f"http://{LINK_ADDR}:{port}{SMALL_PAGE}"),
         ):
             before = len(pages.hits)
-            e = fetch_error(d, via(target))
+            e = fetch_error(d, via(target, origin))
             assert (e.code, e.data["reason"]) == (-32006, "private_address"), (target, e.message)
             assert "allow_private_redirects" in e.message
             assert [h.path for h in pages.hits[before:]] == [via(target)[len(lan) :]]
+        public_hop = d.call("summarize/url", {"url": via(public + SMALL_PAGE), "model": "fake-4k"})
+        assert public_hop["title"].startswith("bisect")  # outwards, LAN to public: fine
         d.stop()
         open_d = daemon("allow_private_redirects = true\n")
         allowed = open_d.call("summarize/url", {"url": via(local + SMALL_PAGE), "model": "fake-4k"})
