@@ -169,10 +169,15 @@ def check_roles(cfg: Config, text: str, name: str) -> list[str]:
                 f"{role.provider!r}"
             )
         elif role.model is not None and not known(role.model, role.provider):
-            whom = f"provider {role.provider!r} does not" if role.provider else "no provider does"
+            why = (
+                f"provider {role.provider!r} does not serve it"
+                if role.provider
+                else "no provider's models patterns match it"
+            )
             problems.append(
                 f"{where(rname, 'model')}: roles.{rname}.model: unknown model {role.model!r}: "
-                f"{whom} serve it (add it to a provider's models, or a [models] table)"
+                f"{why} (add it to a provider's models, name its provider, or give it a "
+                "[models] table)"
             )
     return problems
 

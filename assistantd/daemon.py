@@ -38,6 +38,7 @@ from assistantd.events import Bus, SubscribeParams, SubscribeResult
 from assistantd.local import ListResult as LocalListResult
 from assistantd.local import LocalServers, LogsParams, LogsResult, NameParams, ServerEntry
 from assistantd.providers import Providers, off_loop
+from assistantd.roles import Roles, RolesResult
 from assistantd.rpc import EmptyResult, NoParams, Params, Registry, RequestContext, Result
 from assistantd.server import AlreadyRunning, Listener, Server, notify_systemd
 from assistantd.store import Store
@@ -151,7 +152,8 @@ class Daemon:
         self.ledger = Ledger(self.store, self.config)
         self.providers.on_usage = self.ledger.record
         self.usage = Usage(self.store)
-        self.chat = Chat(self.store, self.providers, self.ledger, self.default_model)
+        self.roles = Roles(lambda: self.config)
+        self.chat = Chat(self.store, self.providers, self.ledger, self.default_model, self.roles)
         self.summarizer = Summarizer(
             self.store, self.providers, self.chat, lambda: self.config.summarize
         )
@@ -238,6 +240,7 @@ class Daemon:
         r("local/logs", LogsParams, LogsResult, self.local.logs)
         r("summarize/url", UrlParams, SummarizeResult, self.summarizer.url)
         r("summarize/text", TextParams, SummarizeResult, self.summarizer.text)
+        r("roles/list", NoParams, RolesResult, self.roles.list)
 
     async def status(self, p: NoParams, ctx: RequestContext) -> Status:
         """The daemon's version, paths, config state, load and providers."""

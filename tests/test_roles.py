@@ -11,6 +11,7 @@ import pytest
 from assistantd import config
 from assistantd.client import RpcError
 from assistantd.roles import BUILTIN
+from assistantd.summarize import COMBINE_NOTE
 from tests.conftest import Daemon, fake_provider_config
 from tests.upstream import Upstream
 
@@ -246,3 +247,25 @@ def test_role_config_accepts_routable_models() -> None:
         "[roles.summarize]\nmodel = 'gemini-2.5-flash'\n"
     )
     assert set(cfg.roles) == {"a", "b", "c", "summarize"}
+
+
+def test_summarize_role_on_long_text(make_daemon: Any, upstream: Upstream) -> None:
+    """For a text that needs map and reduce, the summarize role's prompt (with a note that
+    parts are being combined) leads the last request, and its temperature reaches every one."""
+    extra = '[roles.summarize]\nsystem = "You SUMMARIZE as bullets{about}."\ntemperature = 0.4\n'
+    d = make_daemon(fake_provider_config(upstream, extra=extra))
+    text = "\n\n".join(f"Paragraph {i} " + "and more words " * 30 for i in range(30))
+    r = d.call("summarize/text", {"text": text, "title": "Notes", "model": "fake-small"})
+    assert r["chunks"] > 1
+    bodies = [q["body"] for q in upstream.requests]
+    assert system_of(bodies[-1]) == f'You SUMMARIZE as bullets titled "Notes".\n\n{COMBINE_NOTE}'
+    assert all((system_of(b) or "").startswith("You SUMMARIZE one part") for b in bodies[:-1][:2])
+    assert {b["temperature"] for b in bodies} == {0.4}
+
+
+def test_bad_vars_are_invalid_params(daemon: Daemon, upstream: Upstream) -> None:
+    """A placeholder name that is not an identifier is -32602, and nothing is sent."""
+    with pytest.raises(RpcError) as e:
+        daemon.call("chat/send", {"message": "hi", "role": "explain", "vars": {"a b": "x"}})
+    assert e.value.code == -32602
+    assert upstream.requests == []
