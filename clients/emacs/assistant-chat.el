@@ -126,13 +126,12 @@ keeps the part already written.
          (t
           (setq assistant-chat-conversation-id
                 (or (plist-get result :conversation_id) assistant-chat-conversation-id))
-          (let ((title (plist-get result :title)))
-            (when (and (stringp title) (not (string-empty-p title)))
+          (let ((title (assistant-chat-title result))) ; a summarized page's
+            (when title
               (save-excursion
                 (goto-char (point-min))
                 (when (looking-at "# Chat$")
-                  (replace-match (concat "# " (replace-regexp-in-string "\n" " " title))
-                                 t t)))))
+                  (replace-match (concat "# " title) t t)))))
           (let ((text (plist-get result :text)))
             (when (and (= assistant-chat--streamed 0) (stringp text) (not (string-empty-p text)))
               (assistant-chat--insert text) ; an answer that came without deltas
@@ -210,9 +209,16 @@ CONTEXT is a list of (NAME . TEXT) sent along with it."
          (assistant-rpc-running-p assistant-chat-request)
          (assistant-rpc-cancel assistant-chat-request))))
 
+(defun assistant-chat-title (conv)
+  "The title of conversation CONV on one line, or nil."
+  (let ((title (plist-get conv :title)))
+    (when (stringp title)
+      (let ((line (string-trim (replace-regexp-in-string "[ \t\n\r]+" " " title))))
+        (unless (string-empty-p line) line)))))
+
 (defun assistant-chat--render (conv)
   "Insert stored conversation CONV (a conversations/get result)."
-  (insert "# " (or (plist-get conv :title) "Chat") "\n\n")
+  (insert "# " (or (assistant-chat-title conv) "Chat") "\n\n")
   (seq-doseq (m (plist-get conv :messages))
     (let ((role (plist-get m :role)))
       (insert "## " (pcase role ("user" "You") ("assistant" "Assistant")
@@ -234,7 +240,8 @@ ROLE is sent with the first message of a new conversation."
   (let ((buf (generate-new-buffer
               (format "*assistant: %s*"
                       (truncate-string-to-width
-                       (or (and conversation (plist-get conversation :title)) "chat") 40)))))
+                       (or (and conversation (assistant-chat-title conversation)) "chat")
+                       40)))))
     (with-current-buffer buf
       (if (require 'markdown-mode nil t) (markdown-mode) (text-mode))
       (assistant-chat-mode 1)

@@ -162,21 +162,28 @@ Signal `file-error' when nothing answers."
    :on-shutdown #'assistant-rpc--on-shutdown))
 
 (defun assistant-rpc--send (req)
-  "Send REQ on the live connection."
+  "Send REQ on the live connection (a failed write ends it with an error)."
   (let ((conn assistant-rpc--conn))
-    (jsonrpc-async-request
-     conn (intern (assistant-rpc-request-method req)) (assistant-rpc-request-params req)
-     :success-fn (lambda (result) (assistant-rpc--finish req nil result))
-     :error-fn (lambda (err)
-                 ;; jsonrpc.el's "Server died" (-1) when the connection breaks
-                 (assistant-rpc--finish
-                  req (if (jsonrpc-running-p conn) err (assistant-rpc--lost)) nil))
-     :timeout nil)
-    (let ((id (assistant-rpc--last-id conn)))
-      (setf (assistant-rpc-request-id req) id
-            (assistant-rpc-request-conn req) conn
-            (assistant-rpc-request-state req) 'sent)
-      (puthash id req (assistant-rpc--requests conn)))))
+    (condition-case err
+        (progn
+          (jsonrpc-async-request
+           conn (intern (assistant-rpc-request-method req)) (assistant-rpc-request-params req)
+           :success-fn (lambda (result) (assistant-rpc--finish req nil result))
+           :error-fn (lambda (err)
+                       ;; jsonrpc.el's "Server died" (-1) when the connection breaks
+                       (assistant-rpc--finish
+                        req (if (jsonrpc-running-p conn) err (assistant-rpc--lost)) nil))
+           :timeout nil)
+          (let ((id (assistant-rpc--last-id conn)))
+            (setf (assistant-rpc-request-id req) id
+                  (assistant-rpc-request-conn req) conn
+                  (assistant-rpc-request-state req) 'sent)
+            (puthash id req (assistant-rpc--requests conn))))
+      (error
+       (assistant-rpc--finish
+        req (assistant-rpc--unavailable "cannot send to the daemon (%s)"
+                                        (error-message-string err))
+        nil)))))
 
 ;;;; Starting the daemon
 

@@ -253,11 +253,10 @@ argument) replaces the daemon's \"summarize\" role."
 (defun assistant--conversation-candidates (convs)
   "Completion candidates for CONVS: (STRING . CONVERSATION), newest first."
   (mapcar (lambda (c)
-            (let ((title (string-trim (replace-regexp-in-string
-                                       "[ \t\n]+" " " (or (plist-get c :title) "")))))
+            (let ((title (assistant-chat-title c)))
               (cons (format "%s  %s  (%s)  %s"
                             (assistant-chat-time (plist-get c :updated_at))
-                            (if (string-empty-p title) "(untitled)" title)
+                            (or title "(untitled)")
                             (let ((n (or (plist-get c :message_count) 0)))
                               (format (if (= n 1) "%d message" "%d messages") n))
                             (plist-get c :id))
