@@ -84,16 +84,18 @@ minibuffer is open still completes."
   (let ((desc (cdr (assoc name assistant--roles))))
     (if desc (concat "  " desc) "")))
 
-(defun assistant-read-role ()
-  "Read a role name, completing over the daemon's roles; nil for none."
+(defun assistant-read-role (&optional default)
+  "Read a role name, completing over the daemon's roles.
+Empty input gives DEFAULT (nil: no role)."
   (assistant--refresh-roles)
-  (let ((name (completing-read "Role (empty for none): " #'assistant--role-table
-                               nil nil nil nil assistant-default-role)))
+  (let ((name (completing-read (format-prompt "Role" default) #'assistant--role-table
+                               nil nil nil nil default)))
     (if (string-empty-p name) nil name)))
 
-(defun assistant--role-arg ()
-  "The role of an interactive command: asked for with a prefix argument, else nil."
-  (and current-prefix-arg (assistant-read-role)))
+(defun assistant--role-arg (&optional default)
+  "The role of an interactive command: with a prefix argument, read (DEFAULT).
+Without one, nil: the command applies its own default."
+  (and current-prefix-arg (assistant-read-role default)))
 
 ;;;; Chat
 
@@ -104,7 +106,7 @@ Write under \"## You\" and send with \\<assistant-chat-mode-map>\\[assistant-cha
 answer streams in, and the next message continues the conversation.  ROLE
 \(asked for with a prefix argument, else `assistant-default-role') starts the
 conversation."
-  (interactive (list (assistant--role-arg)))
+  (interactive (list (assistant--role-arg assistant-default-role)))
   (assistant-chat-open nil nil (or role assistant-default-role)))
 
 ;;;; The region
@@ -119,11 +121,12 @@ conversation."
   "The current major mode as a Markdown code fence's language."
   (string-remove-suffix "-ts" (string-remove-suffix "-mode" (symbol-name major-mode))))
 
-(defun assistant--region-args (prompt)
-  "Return a region command's BEG, END, text read with PROMPT, and role."
+(defun assistant--region-args (prompt default-role)
+  "Return a region command's BEG, END, text read with PROMPT, and role.
+DEFAULT-ROLE is the role offered first with a prefix argument."
   (unless (use-region-p)
     (user-error "No region"))
-  (let ((role (assistant--role-arg)))
+  (let ((role (assistant--role-arg default-role)))
     (list (region-beginning) (region-end) (read-string prompt) role)))
 
 ;;;###autoload
@@ -132,7 +135,7 @@ conversation."
 The text goes along as the message's context; the answer streams into a chat
 buffer (shown with `assistant-display-function') where the conversation can
 continue.  ROLE: see `assistant-chat'."
-  (interactive (assistant--region-args "Ask about the region: "))
+  (interactive (assistant--region-args "Ask about the region: " assistant-default-role))
   (let* ((text (buffer-substring-no-properties beg end))
          (name (assistant--region-name beg end))
          (shown (format "%s\n\n```%s\n%s\n```" question (assistant--language)
@@ -175,7 +178,7 @@ The text goes along as context; it is replaced once, when the answer is
 complete, as a single undo step.  A failed or cancelled request (see
 `assistant-cancel') leaves it alone.  ROLE (asked for with a prefix argument)
 defaults to `assistant-replace-role'.  Return the request."
-  (interactive (assistant--region-args "Replace the region with: "))
+  (interactive (assistant--region-args "Replace the region with: " assistant-replace-role))
   (let* ((role (or role assistant-replace-role))
          (original (buffer-substring-no-properties beg end))
          (start (copy-marker beg t))    ; text typed at either edge stays outside
@@ -229,7 +232,7 @@ summary streams into a chat buffer.  The summary is a stored conversation:
 follow-up questions in that buffer continue it.  ROLE (asked for with a prefix
 argument) replaces the daemon's \"summarize\" role."
   (interactive
-   (let ((role (assistant--role-arg)))
+   (let ((role (assistant--role-arg "summarize")))
      (list (or (assistant--url-at-point) (read-string "Summarize URL: ")) role)))
   (unless (string-match-p "\\`https?://" url)
     (user-error "Not an http(s) URL: %s" url))
