@@ -47,12 +47,19 @@ def roles(d: Daemon) -> dict[str, dict[str, Any]]:
     return {r["name"]: r for r in d.call("roles/list")["roles"]}
 
 
-def wait_for(pred: Any, timeout: float = 15) -> Any:
+def edit_config(d: Daemon, text: str, applied: Any, timeout: float = 15) -> None:
+    """Write the daemon's config file and wait until ``applied()`` says the daemon read it
+    by itself (no daemon/reload). The file is written again each second it is not: the
+    watcher may start watching only after the daemon answers its first request."""
     deadline = time.monotonic() + timeout
-    while not (value := pred()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-    return value
+    while True:
+        d.config_path.write_text(text)
+        again = time.monotonic() + 1
+        while time.monotonic() < again:
+            if applied():
+                return
+            time.sleep(0.05)
+        assert time.monotonic() < deadline, "the daemon did not apply the changed config"
 
 
 def test_role_reaches_provider(poet: Daemon, upstream: Upstream) -> None:
@@ -137,17 +144,17 @@ def test_override_builtin_without_restart(daemon: Daemon, upstream: Upstream) ->
     """A config role named like a built-in replaces its prompt at the next request, no restart;
     removing it brings the built-in back."""
     base = daemon.config_path.read_text()
-    daemon.config_path.write_text(
-        base + '\n[roles.shell-command]\nsystem = "Only {shell} one-liners."\ntemperature = 0\n'
+    edit_config(
+        daemon,
+        base + '\n[roles.shell-command]\nsystem = "Only {shell} one-liners."\ntemperature = 0\n',
+        lambda: roles(daemon)["shell-command"]["source"] == "config",
     )
-    wait_for(lambda: roles(daemon)["shell-command"]["source"] == "config")
     daemon.call("chat/send", {"message": "x", "role": "shell-command", "vars": {"shell": "zsh"}})
     assert system_of(last(upstream)) == "Only zsh one-liners."
     assert last(upstream)["temperature"] == 0
     overridden = roles(daemon)["shell-command"]
     assert overridden["description"] == BUILTIN["shell-command"].description  # key by key
-    daemon.config_path.write_text(base)
-    wait_for(lambda: roles(daemon)["shell-command"]["source"] == "builtin")
+    edit_config(daemon, base, lambda: roles(daemon)["shell-command"]["source"] == "builtin")
     daemon.call("chat/send", {"message": "x", "role": "shell-command", "vars": {"shell": "zsh"}})
     assert (system_of(last(upstream)) or "").startswith("Turn the user's description")
 
@@ -180,13 +187,14 @@ def test_summarize_uses_its_role(daemon: Daemon, upstream: Upstream) -> None:
         "in the language of the text. No preamble."
     )
     assert r["role"] == "summarize"
-    daemon.config_path.write_text(
+    edit_config(
+        daemon,
         daemon.config_path.read_text()
         + '\n[roles.summarize]\nsystem = "You SUMMARIZE in one line{about}."\n'
         + "temperature = 0.1\n"
-        + '[roles.brief]\nsystem = "You SUMMARIZE in three words."\nmodel = "fake-brief"\n'
+        + '[roles.brief]\nsystem = "You SUMMARIZE in three words."\nmodel = "fake-brief"\n',
+        lambda: "brief" in roles(daemon),
     )
-    wait_for(lambda: "brief" in roles(daemon))
     r = daemon.call("summarize/text", {"text": "alpha beta gamma"})
     assert system_of(last(upstream)) == "You SUMMARIZE in one line."
     assert last(upstream)["temperature"] == 0.1
@@ -208,10 +216,8 @@ def test_bad_role_is_config_error_with_line(make_daemon: Any, upstream: Upstream
     line = 1 + next(i for i, t in enumerate(lines) if t.startswith('model = "fake-poet"'))
     assert status["config_ok"] is False
     assert f"line {line}: roles.poet.model: unknown model 'no-such-model'" in status["config_error"]
-    d.config_path.write_text(good)
-    wait_for(lambda: "poet" in roles(d))
-    d.config_path.write_text(bad)
-    wait_for(lambda: d.call("daemon/status")["config_ok"] is False)
+    edit_config(d, good, lambda: "poet" in roles(d))
+    edit_config(d, bad, lambda: d.call("daemon/status")["config_ok"] is False)
     assert roles(d)["poet"]["model"] == "fake-poet"
 
 
