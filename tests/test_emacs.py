@@ -84,7 +84,7 @@ def test_chat_streams_without_blocking(daemon: Daemon) -> None:
     r = run_emacs("chat-stream.el", daemon_env(daemon))
     words = " ".join(f"w{i}" for i in range(1, 301))
     print(f"largest timer gap while streaming: {r['max_gap_ms']:.1f} ms ({r['ticks']} ticks)")
-    assert r["send_returned_ms"] < 200 and r["busy_after_send"] is True
+    assert r["send_returned_ms"] < 500 and r["busy_after_send"] is True  # at once, vs a 3 s stream
     assert r["stream_ms"] >= 300 * 0.01 * 1000 * 0.9  # the upstream's pace: 300 x 10 ms
     assert r["ticks"] >= 100, r["ticks"]  # the timer kept firing through a >= 3 s stream
     assert r["max_gap_ms"] < 500, r["max_gap_ms"]  # and was never held up for long
