@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -63,6 +63,9 @@ class Status(Result):
     active_requests: int
     providers: list[str]
     default_model: str
+    # why that model: the config's default_model, the bundled local model (no remote
+    # provider has a key), or the built-in fallback
+    default_model_source: Literal["config", "local", "fallback"]
     keyring_error: str | None = None
 
 
@@ -210,7 +213,15 @@ class Daemon:
             self.reload()
 
     def default_model(self) -> str:
-        return self.config.default_model or self.local.no_key_default() or FALLBACK_MODEL
+        return self.default_model_and_source()[0]
+
+    def default_model_and_source(self) -> tuple[str, Literal["config", "local", "fallback"]]:
+        """The model a request that names none gets, and where that choice comes from."""
+        if self.config.default_model:
+            return self.config.default_model, "config"
+        if local := self.local.no_key_default():
+            return local, "local"
+        return FALLBACK_MODEL, "fallback"
 
     # -- methods -------------------------------------------------------------------
 
@@ -244,6 +255,7 @@ class Daemon:
 
     async def status(self, p: NoParams, ctx: RequestContext) -> Status:
         """The daemon's version, paths, config state, load and providers."""
+        model, source = self.default_model_and_source()
         return Status(
             version=__version__,
             protocol=PROTOCOL_VERSION,
@@ -256,7 +268,8 @@ class Daemon:
             config_error=self.config_error,
             active_requests=max(0, len(self.registry.active) - 1),  # not counting this one
             providers=list(self.providers.by_name),
-            default_model=self.default_model(),
+            default_model=model,
+            default_model_source=source,
             keyring_error=self.providers.keyring_error,
         )
 
