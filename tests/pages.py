@@ -66,7 +66,7 @@ LATIN1 = (
 ARTICLE = (
     "<html><head><title>A page about charsets</title>{meta}</head><body><article>"
     "<h1>A page about charsets</h1>"
-    "<p>Plain words of one paragraph, which any reader should find and keep.</p>"
+    "<p>Plain + words of one paragraph, which any reader should find and keep.</p>"
     "<p>A second paragraph: the label on this page is not one a browser knows.</p>"
     "</article>{tail}</body></html>"
 )
