@@ -458,6 +458,7 @@ class Daemon:
 
 
 LOG_MAX_BYTES = 2_000_000
+SWITCH_INTERVAL_S = 0.0005
 
 
 class PrivateLog(logging.handlers.RotatingFileHandler):
@@ -524,6 +525,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", action="version", version=f"assistantd {__version__}")
     args = parser.parse_args(argv)
     no_core_dumps()
+    # While the loop is busy relaying, a helper thread (the store's, the keyring's, the
+    # SDK's import) waits for the GIL up to the switch interval at every acquisition; at
+    # the default 5 ms, the store's writes for 100 new streams took most of a second.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
     config_path = paths.config_path(args.config)
     dirs = paths.dirs()
