@@ -525,15 +525,17 @@ def test_helper_gives_one_command(answer: str, command: str, note: str, daemon: 
     assert note in done.stderr and bool(note) == bool(done.stderr), done.stderr
 
 
-@pytest.mark.parametrize("shell", ["bash", "zsh"])
+@pytest.mark.parametrize("shell", SHELLS)
 def test_command_widget_takes_one_command(
     shell: str, daemon: Daemon, make_shell: MakeShell
 ) -> None:
     """A multi-line answer never reaches the line as several commands to run on Enter:
     command lines are joined with &&, prose after a command is dropped, and the widget says so."""
     term = make_shell(shell)
+    # A newline inside the description: quoted insert, or fish's Alt-Enter.
+    newline = ("M-Enter",) if shell == "fish" else ("C-v", "C-j")
     term.type("[[reply:git status")
-    term.keys("C-v", "C-j")  # a literal newline inside the description (quoted insert)
+    term.keys(*newline)
     term.type("git log -1]] show the state")
     term.keys("M-a")
     # zsh shows the note under the line (zle -M), bash and fish above the prompt.
@@ -543,7 +545,7 @@ def test_command_widget_takes_one_command(
     term.keys("C-a", "C-k", "C-l")
     term.wait(lambda t: t.lines()[:1] == [PROMPT], what="an empty line")
     term.type("[[reply:ls -la")
-    term.keys("C-v", "C-j")
+    term.keys(*newline)
     term.type("This lists every file.]] list")
     term.keys("M-a")
     term.wait(lambda t: f"{PROMPT} ls -la" in t.lines(), what="the first command alone")

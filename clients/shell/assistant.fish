@@ -36,11 +36,27 @@ if status is-interactive
     function __assistant_command
         set -l line (commandline | string collect)
         string match -qr '\S' -- "$line"; or return
-        set -l out (printf '%s' "$line" | $ASSISTANT_PYTHON -I -S $__assistant_helper --tty --thinking --shell fish command - | string collect)
-        if test $pipestatus[2] -eq 0; and test -n "$out"
-            commandline -r -- $out
+        set -l out (printf '%s' "$line" | $ASSISTANT_PYTHON -I -S $__assistant_helper --tty --thinking --shell fish command - 2>&1 | string collect)
+        set -l rc $pipestatus[2]
+        # The command is one line; a note or an error (stderr) comes before it: print that
+        # above the prompt, which the repaint draws again below it. The repaint starts as
+        # many rows up as the old line had below its first: leave that many blank rows.
+        set -l lines (string split \n -- $out)
+        set -l message
+        if test $rc -eq 0; and test -n "$lines[-1]"
+            set message $lines[1..-2]
+            commandline -r -- $lines[-1]
         else
+            test $rc -eq 130; or set message $lines
             commandline -r -- $line
+        end
+        if test -n "$message"
+            echo
+            printf '%s\n' $message
+            set -l rows (count (string split \n -- $line))
+            test $rows -gt 1; and for row in (seq 2 $rows)
+                echo
+            end
         end
         commandline -f end-of-line repaint
     end
