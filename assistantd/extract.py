@@ -332,6 +332,20 @@ class Extractor:
             raise
         return w
 
+    async def _worker(self, url: str) -> _Worker:
+        """An idle worker, or a new one; FetchFailed if none can be started."""
+        while self._idle:
+            w = self._idle.pop()
+            if w.timer is not None:
+                w.timer.cancel()
+            if w.proc.returncode is None:
+                return w
+        try:
+            return await self._start()
+        except (OSError, EOFError, TimeoutError) as e:
+            msg = f"the text extractor did not start: {type(e).__name__}: {e}"
+            raise errors.FetchFailed(msg, url=url, reason="no_text") from None
+
     async def read(
         self,
         url: str,
@@ -343,36 +357,30 @@ class Extractor:
         """(title, text) of a page, or FetchFailed; the worker is killed if this is
         cancelled or takes longer than ``timeout_s``."""
         async with self._gate:
-            w: _Worker | None = None
+            w = await self._worker(url)
+            self._busy.add(w)
             ok = False
             try:
-                while self._idle and w is None:
-                    w = self._idle.pop()
-                    if w.timer is not None:
-                        w.timer.cancel()
-                    if w.proc.returncode is not None:
-                        w = None
-                if w is None:
-                    w = await self._start()
-                self._busy.add(w)
                 async with asyncio.timeout(timeout_s):
                     answer = await w.ask({"url": url, "kind": kind, "charset": charset}, body)
                 ok = True
             except TimeoutError:
-                msg = f"reading the page's text took longer than {timeout_s:g} s"
+                msg = (
+                    f"reading the page's text took longer than {timeout_s:g} s "
+                    "(the config's [summarize] extract_timeout_s)"
+                )
                 raise errors.FetchFailed(msg, url=url, reason="timeout") from None
             except (OSError, EOFError, ValueError) as e:  # the worker died or garbled
-                code = w.proc.returncode if w else None
+                code = w.proc.returncode
                 why = f"exit status {code}" if code is not None else type(e).__name__
                 msg = f"the text extractor failed on this page ({why})"
                 raise errors.FetchFailed(msg, url=url, reason="no_text") from None
             finally:
-                if w is not None:
-                    self._busy.discard(w)
-                    if ok:
-                        self._park(w)
-                    else:
-                        w.kill()
+                self._busy.discard(w)
+                if ok:
+                    self._park(w)
+                else:
+                    w.kill()  # cancelled, past its deadline, or broken: never reused
         if "error" in answer:
             raise errors.FetchFailed(answer["error"], url=url, reason=answer["reason"])
         return answer.get("title"), answer.get("text") or ""
