@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
+from pathlib import PurePath
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from assistantd import compaction, errors, tokens
+from assistantd import attachments, compaction, errors, tokens
+from assistantd.attachments import Blobs, Loaded
 from assistantd.compaction import needs_compaction, split_point, summary_system
-from assistantd.providers import Completion, ContextExceeded, Provider, Providers, StreamBroken
+from assistantd.providers import (
+    Completion,
+    ContextExceeded,
+    Provider,
+    Providers,
+    StreamBroken,
+    off_loop,
+)
 from assistantd.roles import Roles
 from assistantd.rpc import Params, RequestContext, Result
 from assistantd.store import Store
@@ -31,8 +41,27 @@ MAX_VAR_CHARS = 4096
 
 
 class Attachment(BaseModel):
-    name: str
-    text: str
+    """One context item: exactly one of ``text``, ``path`` (read by the daemon) or
+    ``data`` (base64). Its kind is sniffed from its bytes (docs/protocol.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=1000)  # default: the file's name
+    text: str | None = None
+    path: str | None = Field(default=None, max_length=4096)  # absolute, on the daemon's machine
+    data: str | None = None  # base64
+    type: str | None = Field(default=None, max_length=200)  # MIME; must agree with the bytes
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Attachment:
+        given = [k for k in ("text", "path", "data") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a context item has exactly one of text, path or data")
+        if self.path is not None and not PurePath(self.path).is_absolute():
+            raise ValueError("path must be absolute (the daemon has its own working folder)")
+        if self.text is not None and self.name is None:
+            raise ValueError("a text context item needs a name")
+        return self
 
 
 class Usage(BaseModel):
@@ -71,6 +100,8 @@ class ChatParams(Params):
     role: str | None = Field(default=None, min_length=1, max_length=200)
     # Values for the role's ``{name}`` placeholders (the shell clients send shell and os).
     vars: dict[str, str] | None = Field(default=None, max_length=32)
+    # A JSON Schema the answer must meet: asked of the provider, checked here.
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
 
     @field_validator("vars")
     @classmethod
@@ -84,6 +115,8 @@ class ChatParams(Params):
 
 
 class ChatResult(Result):
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
     conversation_id: str
     message_id: str
     text: str
@@ -97,20 +130,43 @@ class ChatResult(Result):
     cost: float | None = None  # USD; null when the model's price is unknown
     warnings: list[str] = []
     role: str | None = None  # the role this answer used: the one asked for, else the conversation's
+    json_: Any = Field(default=None, alias="json")  # with ``schema``: the answer, parsed
 
 
-def render(message: dict[str, Any]) -> dict[str, Any]:
-    """A stored message as the provider sees it: attachments follow the text."""
-    content = message["content"]
+def contexts(message: dict[str, Any]) -> list[dict[str, Any]]:
     context = message.get("context")
     if isinstance(context, str):
-        import json
-
         context = json.loads(context)
-    if context:
-        parts = [f'<context name="{a["name"]}">\n{a["text"]}\n</context>' for a in context]
+    return list(context or [])
+
+
+def is_image(item: dict[str, Any]) -> bool:
+    return item.get("type") in attachments.IMAGE_TYPES
+
+
+def render(message: dict[str, Any], images: dict[str, str] | None = None) -> dict[str, Any]:
+    """A stored message as the provider sees it: text attachments (and PDFs' text) follow
+    the text; images, as data URLs from ``images`` (by sha256), follow as image parts.
+    An image not in ``images`` is named in the text instead."""
+    content = message["content"]
+    parts: list[str] = []
+    image_parts: list[dict[str, Any]] = []
+    for a in contexts(message):
+        if is_image(a):
+            url = (images or {}).get(a.get("sha256") or "")
+            if url is not None:
+                image_parts.append({"type": "image_url", "image_url": {"url": url}})
+            else:
+                parts.append(f'<context name="{a["name"]}">\n(an image, not sent)\n</context>')
+        elif a.get("text") is not None:
+            parts.append(f'<context name="{a["name"]}">\n{a["text"]}\n</context>')
+    if parts:
         content = content + "\n\n" + "\n\n".join(parts)
-    return {"role": message["role"], "content": content, "tokens": message.get("tokens")}
+    out = {"role": message["role"], "content": content, "tokens": message.get("tokens")}
+    if image_parts:
+        out["content"] = [{"type": "text", "text": content}, *image_parts]
+        out["tokens"] = tokens.estimate(content) + attachments.IMAGE_TOKENS * len(image_parts)
+    return out
 
 
 def title_from(text: str) -> str:
@@ -142,6 +198,7 @@ class Chat:
         self.default_model = default_model  # callable: () -> str, decided by the daemon
         self.roles = roles
         self.busy: set[str] = set()
+        self.blobs = Blobs(store.path.parent / "blobs")
 
     async def conversation(self, cid: str | None) -> dict[str, Any] | None:
         """The stored conversation ``cid`` (None for None); -32004 when there is none."""
@@ -210,8 +267,10 @@ class Chat:
             self.busy.add(cid)  # before any await: two sends cannot both pass the check
         turn: Turn | None = None
         stored = False
+        loaded: list[Loaded] = []
         try:
             turn = self.resolve(params.model, params.provider, params.max_tokens, conv)
+            loaded = await self._load(params, turn)
             await self.providers.client(turn.provider)  # fails early: no key, dead local server
             conversation_var.set(cid)
             history = await self.store.run(self.store.messages, cid) if cid else []
@@ -221,8 +280,18 @@ class Chat:
             summary = await self.store.run(self.store.latest_compaction, cid) if cid else None
             if summary:  # the stored summary stands in for the turns it covers
                 history = [m for m in history if m["seq"] > summary["upto_seq"]]
-            context = [a.model_dump() for a in params.context or []]
-            new_msg = render({"role": "user", "content": params.message, "context": context})
+            images = await self._images(turn, history)
+            images.update(
+                {
+                    a.sha256 or "": attachments.data_url(a.type, a.data or b"")
+                    for a in loaded
+                    if a.kind == "image"
+                }
+            )
+            context = [a.stored() for a in loaded]
+            new_msg = render(
+                {"role": "user", "content": params.message, "context": context}, images
+            )
             system_text = conv["system"] if conv and not params.role else params.system
             budget = turn.window - turn.reserve
             strategy = params.compact or self.providers.config.compact
@@ -232,7 +301,7 @@ class Chat:
                 )
             system = summary_system(system_text, summary["content"] if summary else None)
             try:
-                fit = tokens.fit(system, [render(m) for m in history] + [new_msg], budget)
+                fit = tokens.fit(system, [render(m, images) for m in history] + [new_msg], budget)
             except tokens.TooLong as e:
                 raise errors.InvalidParams(
                     f"the message does not fit {turn.model}'s context window of {turn.window} "
@@ -244,12 +313,14 @@ class Chat:
 
             if dangling is not None:
                 await self.store.run(self.store.delete_message, dangling["id"])
-            cid = await self._keep_question(params, turn, cid, stored=False)
+            cid = await self._keep_question(params, turn, cid, stored=False, loaded=loaded)
             self.busy.add(cid)
             conversation_var.set(cid)
             stored = True
             result = await self._answer(params, ctx, turn, cid, fit)
             result.role = role_name
+            if params.schema_ is not None and result.finish_reason != "cancelled":
+                result.json_ = await self._check_answer(params.schema_, result)
             return result
         except asyncio.CancelledError:
             # Cancelled before the provider was called (``_answer`` handles the rest): the
@@ -258,7 +329,7 @@ class Chat:
                 raise
             if (task := asyncio.current_task()) is not None:
                 task.uncancel()
-            cid = await asyncio.shield(self._keep_question(params, turn, cid, stored))
+            cid = await asyncio.shield(self._keep_question(params, turn, cid, stored, loaded))
             self.busy.add(cid)
             mid = await self._store_answer(cid, turn, Completion(), "partial", "cancelled")
             result = self._result(cid, mid, turn, Completion(), "cancelled", 0, False)
@@ -268,10 +339,97 @@ class Chat:
             if cid:
                 self.busy.discard(cid)
 
+    async def _load(self, params: ChatParams, turn: Turn) -> list[Loaded]:
+        """Read and check the request's attachments (and its schema) off the event loop;
+        a refusal (-32602) comes before anything is stored or sent."""
+        items = params.context or []
+        if params.schema_ is not None:
+            await off_loop(lambda: _check_schema(params.schema_ or {}), "schema-check")
+        if not items:
+            return []
+
+        def load() -> list[Loaded]:
+            return [attachments.load_one(a.name, a.text, a.path, a.data, a.type) for a in items]
+
+        async with asyncio.timeout(attachments.PDF_TIMEOUT_S):
+            loaded = await off_loop(load, "attachments")
+        images = [a for a in loaded if a.kind == "image"]
+        if images and not self._takes_images(turn):
+            raise errors.InvalidParams(
+                f"{turn.model} does not take images ({images[0].name}); pick a model that"
+                f' does, or set [models."{turn.model}"] vision = true if it can',
+                reason="unsupported_type",
+                model=turn.model,
+                name=images[0].name,
+            )
+        return loaded
+
+    def _takes_images(self, turn: Turn) -> bool:
+        mc = self.providers.config.models.get(turn.model)
+        vision = mc.vision if mc is not None else None
+        return attachments.takes_images(turn.model, vision, turn.provider.managed)
+
+    async def _images(self, turn: Turn, history: list[dict[str, Any]]) -> dict[str, str]:
+        """The history's images as data URLs by sha256, read from the blob store; none
+        for a model that takes no images (they are named in the text instead)."""
+        wanted = {
+            a["sha256"]: a["type"]
+            for m in history
+            for a in contexts(m)
+            if is_image(a) and a.get("sha256")
+        }
+        if not wanted:
+            return {}
+        if not self._takes_images(turn):
+            turn.warnings.append(
+                f"{turn.model} does not take images: the conversation's earlier images were"
+                " left out"
+            )
+            return {}
+
+        def read() -> dict[str, str]:
+            out = {}
+            for sha, mime in wanted.items():
+                data = self.blobs.get(sha)
+                if data is not None:
+                    out[sha] = attachments.data_url(mime, data)
+            return out
+
+        found = await off_loop(read, "blobs")
+        if missing := len(wanted) - len(found):
+            turn.warnings.append(
+                f"{missing} earlier image(s) are no longer stored and were left out"
+            )
+        return found
+
+    async def _check_answer(self, schema: dict[str, Any], result: ChatResult) -> Any:
+        """The answer parsed as JSON and valid under ``schema``; else -32002
+        ``schema_mismatch`` (the answer stays stored)."""
+        problem, value = await off_loop(lambda: _validate(schema, result.text), "schema-validate")
+        if problem is not None:
+            raise errors.UpstreamError(
+                f"the answer does not match the schema: {problem}",
+                reason="schema_mismatch",
+                provider=result.provider,
+                text=result.text,
+                conversation_id=result.conversation_id,
+                message_id=result.message_id,
+            )
+        return value
+
     async def _keep_question(
-        self, params: ChatParams, turn: Turn, cid: str | None, stored: bool
+        self,
+        params: ChatParams,
+        turn: Turn,
+        cid: str | None,
+        stored: bool,
+        loaded: list[Loaded] | None = None,
     ) -> str:
-        """Store the user's message (in a new conversation when there is none yet)."""
+        """Store the user's message (in a new conversation when there is none yet), and
+        its attachments' bytes in the blob store first."""
+        blobs = [a.data for a in loaded or [] if a.data is not None]
+        if blobs and not stored:
+            await off_loop(lambda: [self.blobs.put(b) for b in blobs], "blobs-put")
         if cid is None:
             cid = await self.store.run(
                 lambda: self.store.create_conversation(
@@ -283,7 +441,7 @@ class Chat:
                 )
             )
         if not stored:
-            context = [a.model_dump() for a in params.context or []] or None
+            context = [a.stored() for a in loaded or []] or None
             await self.store.run(
                 lambda: self.store.add_message(cid, "user", params.message, context=context)
             )
@@ -407,6 +565,7 @@ class Chat:
             temperature=params.temperature,
             max_tokens=params.max_tokens or self._answer_cap(turn),
             top_logprobs=top,
+            response_format=_response_format(params.schema_),
         )
 
     @staticmethod
@@ -471,3 +630,45 @@ class Chat:
             cost=self.ledger.cost(turn.provider, turn.model, out.usage),
             warnings=warnings,
         )
+
+
+def _response_format(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    if schema is None:
+        return None
+    spec = {"name": "answer", "schema": schema, "strict": True}
+    return {"type": "json_schema", "json_schema": spec}
+
+
+def _check_schema(schema: dict[str, Any]) -> None:
+    """-32602 ``bad_schema`` unless ``schema`` is a valid JSON Schema (``jsonschema`` is
+    imported here, off the event loop)."""
+    import jsonschema  # type: ignore[import-untyped,unused-ignore]
+
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as e:
+        raise errors.InvalidParams(
+            f"schema is not a valid JSON Schema: {e.message}", reason="bad_schema"
+        ) from None
+
+
+def _validate(schema: dict[str, Any], text: str) -> tuple[str | None, Any]:
+    """(None, value) when ``text`` is JSON valid under ``schema``, else (why, None). A
+    Markdown code fence around the JSON is allowed."""
+    import jsonschema  # type: ignore[import-untyped,unused-ignore]
+
+    body = text.strip()
+    fence = re.fullmatch(r"```[a-zA-Z]*\n(.*?)\n?```", body, flags=re.S)
+    if fence:
+        body = fence.group(1)
+    try:
+        value = json.loads(body)
+    except ValueError as e:
+        return f"not JSON ({e})", None
+    error = jsonschema.exceptions.best_match(
+        jsonschema.validators.validator_for(schema)(schema).iter_errors(value)
+    )
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(top)"
+        return f"{where}: {error.message}", None
+    return None, value

@@ -37,6 +37,9 @@ class ModelConfig(_Strict):
     price_in: float | None = Field(default=None, ge=0)  # USD per million input tokens
     price_cached_in: float | None = Field(default=None, ge=0)
     price_out: float | None = Field(default=None, ge=0)
+    # Whether it takes images; default: a table of models known not to, and not for
+    # [local.*] servers (assistantd/attachments.py).
+    vision: bool | None = None
 
 
 class LocalConfig(_Strict):

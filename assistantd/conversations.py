@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from assistantd import errors
+from assistantd.attachments import Blobs
 from assistantd.chat import Usage
+from assistantd.providers import off_loop
 from assistantd.rpc import Params, RequestContext, Result
 from assistantd.store import Store
 
@@ -47,7 +50,8 @@ class Message(BaseModel):
     usage: Usage | None
     model: str | None
     provider: str | None = None
-    context: list[dict[str, str]] | None = None
+    # {name, text?, type?, sha256?, size?, path?}: images and PDFs by their blob's sha256
+    context: list[dict[str, Any]] | None = None
     finish_reason: str | None = None
 
 
@@ -115,6 +119,7 @@ def _missing(cid: str) -> errors.NotFound:
 class Conversations:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.blobs = Blobs(store.path.parent / "blobs")
 
     async def list(self, p: ListParams, ctx: RequestContext) -> ListResult:
         """Conversations, newest first; ``query`` searches titles and messages."""
@@ -185,11 +190,20 @@ class Conversations:
         """A conversation as Markdown or JSON."""
         conv = await self.load(p.id)
         if p.format == "json":
+            await off_loop(lambda: self._inline_blobs(conv), "export-blobs")
             return ExportResult(format="json", content=conv.model_dump_json(indent=2))
-        return ExportResult(format="markdown", content=to_markdown(conv))
+        return ExportResult(format="markdown", content=to_markdown(conv, self.blobs))
+
+    def _inline_blobs(self, conv: Conversation) -> None:
+        """Each stored image or PDF as base64 ``data`` beside its sha256 (a blocking
+        read: off the event loop)."""
+        for m in conv.messages:
+            for a in m.context or []:
+                if a.get("sha256") and (data := self.blobs.get(a["sha256"])) is not None:
+                    a["data"] = base64.b64encode(data).decode("ascii")
 
 
-def to_markdown(conv: Conversation) -> str:
+def to_markdown(conv: Conversation, blobs: Blobs | None = None) -> str:
     lines = [
         f"# {conv.title}",
         "",
@@ -207,6 +221,13 @@ def to_markdown(conv: Conversation) -> str:
             head += f" ({m.status})"
         lines += [head, "", m.content, ""]
         for a in m.context or []:
+            if a.get("sha256") and blobs is not None:
+                uri = blobs.path(a["sha256"]).as_uri()
+                name = a["name"].replace("[", "\\[").replace("]", "\\]")
+                size = a.get("size", 0)
+                lines += [f"- [{name}]({uri}) ({a.get('type', '?')}, {size} bytes)", ""]
+            if a.get("text") is None:
+                continue
             lines += [
                 f"<details><summary>{a['name']}</summary>",
                 "",

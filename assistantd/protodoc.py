@@ -44,7 +44,7 @@ def fields_table(model: type[BaseModel], seen: dict[str, type[BaseModel]]) -> li
     rows = ["| name | type | default |", "| --- | --- | --- |"]
     for name, f in model.model_fields.items():
         default = "required" if f.is_required() else _json(f.default)
-        rows.append(f"| `{name}` | {type_name(f.annotation)} | {default} |")
+        rows.append(f"| `{f.alias or name}` | {type_name(f.annotation)} | {default} |")
         _collect(f.annotation, seen)
     return [*rows, ""]
 

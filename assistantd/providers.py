@@ -333,6 +333,7 @@ class Providers:
         temperature: float | None = None,
         max_tokens: int | None = None,
         top_logprobs: int | None = None,
+        response_format: dict[str, Any] | None = None,
     ) -> Completion:
         """Run one completion into ``out``. Retries 429/5xx/connect errors until the first
         token; maps every failure to the contract's errors; on cancel, closes the
@@ -349,6 +350,8 @@ class Providers:
             kwargs["logprobs"] = True
             if top_logprobs > 0:
                 kwargs["top_logprobs"] = top_logprobs
+        if response_format is not None:
+            kwargs["response_format"] = response_format
         attempt = 0
         while True:
             try:
