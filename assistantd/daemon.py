@@ -41,7 +41,7 @@ from assistantd.providers import Providers, off_loop
 from assistantd.roles import Roles, RolesResult
 from assistantd.rpc import EmptyResult, NoParams, Params, Registry, RequestContext, Result
 from assistantd.server import AlreadyRunning, Listener, Server, notify_systemd
-from assistantd.store import Store
+from assistantd.store import Store, StoreError
 from assistantd.summarize import Summarizer, SummarizeResult, TextParams, UrlParams
 from assistantd.usage import Ledger, ReportParams, ReportResult, Usage
 
@@ -431,7 +431,7 @@ class Daemon:
             await self.summarizer.extractor.aclose()
             await self.local.stop_all()
             await self.providers.close()
-            self.store.close()
+            await self.store.aclose()  # the queued writes (the usage ledger) run first
             log.info("assistantd stopped")
 
     async def warm(self) -> None:
@@ -552,7 +552,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     try:
         daemon = Daemon(socket_path, config_path, dirs.data)
+        daemon.store.lock()  # one daemon per database, whatever its socket
         asyncio.run(daemon.run(listener))
+    except StoreError as e:  # the data folder is taken, or its schema is too new
+        print(f"assistantd: {e}", file=sys.stderr)
+        sys.exit(1)
     finally:
         listener.release()
     sys.exit(0)

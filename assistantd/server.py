@@ -5,6 +5,7 @@ before a byte is read, and one task group per connection that owns its requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import logging
@@ -172,6 +173,13 @@ class Server:
         self.connections: set[asyncio.Task[Any]] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one connection until it ends or the daemon drops it."""
+        # Dropped at shutdown: ending normally keeps asyncio's stream callback (3.11) from
+        # logging the cancelled task as an "Exception in callback".
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._serve(reader, writer)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
         try:
             uid = peer_uid(sock) if sock is not None else None

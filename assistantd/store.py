@@ -1,24 +1,33 @@
 """Conversations in one SQLite file (WAL, numbered migrations, FTS5 search).
 
 All access goes through one worker thread (``Store.run``), so the event loop never
-waits on the disk and the connection is never shared between threads.
+waits on the disk and the connection is never shared between threads. Every write is
+one ``BEGIN IMMEDIATE`` transaction: a failure part way leaves nothing half-written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import fcntl
 import json
+import logging
 import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger("assistantd.store")
+
+SEARCH_TOTAL_CAP = 1000  # search counts matching conversations exactly up to here
 
 MIGRATIONS: list[str] = [
     # 1: conversations, messages and full-text search over both
@@ -78,6 +87,49 @@ MIGRATIONS: list[str] = [
 ]
 
 
+class StoreError(Exception):
+    """The store cannot be used; the message is one line that says why."""
+
+
+class SchemaTooNew(StoreError):
+    """The database was written by a newer assistantd (its schema is unknown here)."""
+
+
+class DataDirBusy(StoreError):
+    """Another assistantd holds the data folder's lock."""
+
+
+class BadCursor(ValueError):
+    """A ``before`` cursor this store did not hand out."""
+
+
+class Page(NamedTuple):
+    """One page of ``list_conversations``."""
+
+    conversations: list[dict[str, Any]]
+    total: int  # with ``total_exact`` false, a lower bound: more match
+    total_exact: bool
+    next: str | None  # the cursor of the page after this one; None on the last
+
+
+_SUMMARY = (
+    "c.id, c.title, c.model, c.provider, c.created_at, c.updated_at,"
+    " (SELECT COUNT(*) FROM messages m WHERE m.conversation_id=c.id) AS message_count"
+)
+
+
+def _cursor(row: dict[str, Any]) -> str:
+    """An opaque position in the list: the last item's ``updated_at`` and id."""
+    return f"{row['updated_at']}~{row['id']}"
+
+
+def _parse_cursor(cursor: str) -> tuple[str, str]:
+    updated, sep, cid = cursor.partition("~")
+    if not sep or not updated or not cid:
+        raise BadCursor(cursor)
+    return updated, cid
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -90,8 +142,11 @@ def new_id(prefix: str) -> str:
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.lock_path = path.with_name("assistantd.lock")
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._db: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self._closed = False
         # Called (on the store's thread) with (conversation id, change) after each write
         # that other clients may want to know of; the daemon forwards it to the event loop.
         self.on_change: Callable[[str, str], None] | None = None
@@ -105,33 +160,103 @@ class Store:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, func, *args)
 
+    def lock(self) -> None:
+        """Take the data folder's lock (one daemon per database), never through a
+        symbolic link; ``DataDirBusy`` says which process holds it."""
+        folder = self.lock_path.parent
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(
+                self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise StoreError(f"{self.lock_path} is a symbolic link; not following it") from None
+            raise StoreError(f"cannot open {self.lock_path}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise DataDirBusy(
+                    f"another assistantd (pid {owner}) is using the data folder {folder}"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
     def open(self) -> None:
+        """Open the database and bring its schema up to date; a schema newer than this
+        code knows is refused (``SchemaTooNew``), not used."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         os.close(fd)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            db.close()
+            raise SchemaTooNew(
+                f"{self.path} has schema version {version}, newer than this assistantd knows"
+                f" ({len(MIGRATIONS)}): run a newer assistantd, or move the file away"
+            )
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=5000")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
         for n, script in enumerate(MIGRATIONS[version:], version + 1):
             db.executescript(f"BEGIN; {script}; PRAGMA user_version={n}; COMMIT;")
         self._db = db
 
     def submit(self, func: Callable[..., Any], *args: Any) -> None:
-        """Queue a write without waiting for it (ordered; flushed by ``close``)."""
-        self._pool.submit(func, *args)
+        """Queue a write without waiting for it (ordered; run before ``close`` closes);
+        a failure is logged."""
+        self._pool.submit(func, *args).add_done_callback(_log_failure)
 
     async def aopen(self) -> None:
         await self.run(self.open)
 
-    def close(self) -> None:
+    def _close_db(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def close(self) -> None:
+        """Run the writes still queued, then close the database and drop the lock."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.submit(self._close_db)  # after every write queued before it
         self._pool.shutdown(wait=True)
+
+    async def aclose(self) -> None:
+        """``close`` without blocking the event loop while the queued writes finish."""
+        if self._closed:
+            return
+        await self.run(self._close_db)
+        self.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction (the autocommit connection's ``with db``
+        would begin none); a write inside another joins it."""
+        db = self.db
+        if db.in_transaction:
+            yield db
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -151,7 +276,7 @@ class Store:
         role: str | None = None,
     ) -> str:
         cid, ts = new_id("c"), now()
-        with self.db:
+        with self._write():
             self.db.execute(
                 "INSERT INTO conversations(id, title, model, provider, system, source, role,"
                 " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -176,54 +301,63 @@ class Store:
         return dict(row) if row else None
 
     def list_conversations(
-        self, limit: int, offset: int, query: str | None
-    ) -> tuple[list[dict[str, Any]], int]:
-        cols = (
-            "c.id, c.title, c.model, c.provider, c.created_at, c.updated_at,"
-            " (SELECT COUNT(*) FROM messages m WHERE m.conversation_id=c.id) AS message_count"
-        )
+        self, limit: int, offset: int = 0, query: str | None = None, before: str | None = None
+    ) -> Page:
+        """A page of conversations, newest first: after the cursor ``before`` (the
+        ``next`` of the page before, which costs the same at any depth), else at
+        ``offset``. With ``query``, those whose title or messages match instead."""
         if query:
-            return self._search(cols, _fts_query(query), limit, offset)
+            return self._search(_fts_query(query), limit, offset)
         total = self.db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0]
-        rows = self.db.execute(
-            f"SELECT {cols} FROM conversations c ORDER BY c.updated_at DESC, c.id DESC"
-            " LIMIT ? OFFSET ?",
-            (limit, offset),
-        ).fetchall()
-        return [dict(r) for r in rows], total
+        if before is not None:
+            updated, cid = _parse_cursor(before)
+            rows = self.db.execute(
+                f"SELECT {_SUMMARY} FROM conversations c"
+                " WHERE c.updated_at <= ? AND (c.updated_at < ? OR c.id < ?)"
+                " ORDER BY c.updated_at DESC, c.id DESC LIMIT ?",
+                (updated, updated, cid, limit + 1),
+            ).fetchall()
+        else:
+            rows = self.db.execute(
+                f"SELECT {_SUMMARY} FROM conversations c ORDER BY c.updated_at DESC, c.id DESC"
+                " LIMIT ? OFFSET ?",
+                (limit + 1, offset),
+            ).fetchall()
+        page = [dict(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return Page(page, total, True, _cursor(page[-1]) if more else None)
 
-    def _search(
-        self, cols: str, match: str, limit: int, offset: int
-    ) -> tuple[list[dict[str, Any]], int]:
+    def _search(self, match: str, limit: int, offset: int) -> Page:
         """Conversations whose title or messages match, most recently matching first.
 
-        Walks the newest matches first and stops once the page is full, instead of sorting
-        every match (a common word matches most of a large store)."""
-        total = self.db.execute(
-            "SELECT COUNT(DISTINCT conversation_id) FROM search WHERE search MATCH ?", (match,)
-        ).fetchone()[0]
+        One walk over the matches, newest first, that stops once it has the page and
+        ``SEARCH_TOTAL_CAP`` + 1 conversations: a word in every conversation of a large
+        store costs what a page costs, and ``total`` is exact only up to the cap."""
+        want = max(offset + limit, SEARCH_TOTAL_CAP) + 1
         ids: dict[str, None] = {}
         hits = self.db.execute(
             "SELECT conversation_id FROM search WHERE search MATCH ? ORDER BY rowid DESC", (match,)
         )
         for (cid,) in hits:
             ids.setdefault(cid)
-            if len(ids) >= offset + limit:
+            if len(ids) >= want:
                 break
+        exact = len(ids) < want
+        total = len(ids) if exact else want - 1
         page = list(ids)[offset : offset + limit]
         if not page:
-            return [], total
+            return Page([], total, exact, None)
         marks = ",".join("?" * len(page))
         found = {
             r["id"]: dict(r)
             for r in self.db.execute(
-                f"SELECT {cols} FROM conversations c WHERE c.id IN ({marks})", page
+                f"SELECT {_SUMMARY} FROM conversations c WHERE c.id IN ({marks})", page
             )
         }
-        return [found[c] for c in page if c in found], total
+        return Page([found[c] for c in page if c in found], total, exact, None)
 
     def rename(self, cid: str, title: str) -> bool:
-        with self.db:
+        with self._write():
             cur = self.db.execute(
                 "UPDATE conversations SET title=?, updated_at=? WHERE id=?", (title, now(), cid)
             )
@@ -231,11 +365,12 @@ class Store:
                 self.db.execute(
                     "INSERT INTO search(conversation_id, text) VALUES (?, ?)", (cid, title)
                 )
-                self._changed(cid, "renamed")
+        if cur.rowcount:
+            self._changed(cid, "renamed")
         return cur.rowcount > 0
 
     def delete(self, cid: str) -> bool:
-        with self.db:
+        with self._write():
             cur = self.db.execute("DELETE FROM conversations WHERE id=?", (cid,))
             self.db.execute("DELETE FROM search WHERE conversation_id=?", (cid,))
         if cur.rowcount:
@@ -243,7 +378,7 @@ class Store:
         return cur.rowcount > 0
 
     def touch(self, cid: str, model: str | None, provider: str | None) -> None:
-        with self.db:
+        with self._write():
             self.db.execute(
                 "UPDATE conversations SET updated_at=?, model=COALESCE(?, model),"
                 " provider=COALESCE(?, provider) WHERE id=?",
@@ -265,7 +400,7 @@ class Store:
             if fields.get(key) is not None:
                 fields[key] = json.dumps(fields[key], ensure_ascii=False)
         names = ["id", "conversation_id", "seq", "role", "content", "created_at", *fields]
-        with self.db:
+        with self._write():
             seq = self.db.execute(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE conversation_id=?", (cid,)
             ).fetchone()[0]
@@ -290,7 +425,7 @@ class Store:
         return dict(row) if row else None
 
     def add_compaction(self, cid: str, upto_seq: int, content: str) -> None:
-        with self.db:
+        with self._write():
             self.db.execute(
                 "INSERT INTO compactions(id, conversation_id, upto_seq, content, created_at)"
                 " VALUES (?,?,?,?,?)",
@@ -298,44 +433,56 @@ class Store:
             )
 
     def delete_message(self, mid: str) -> None:
-        with self.db:
+        with self._write():
             self.db.execute("DELETE FROM messages WHERE id=?", (mid,))
 
     def fork(self, cid: str, upto: str | None) -> str | None:
-        conv = self.conversation(cid)
-        if conv is None:
-            return None
-        msgs = self.messages(cid)
-        if upto is not None:
-            ids = [m["id"] for m in msgs]
-            if upto not in ids:
-                raise KeyError(upto)
-            msgs = msgs[: ids.index(upto) + 1]
-        new = self.create_conversation(
-            title=f"{conv['title']} (fork)",
-            model=conv["model"],
-            provider=conv["provider"],
-            system=conv["system"],
-            role=conv["role"],
-            source=json.loads(conv["source"]) if conv["source"] else None,
-        )
+        """Copy a conversation up to a message, all in one transaction."""
         skip = {"id", "conversation_id", "seq", "role", "content", "created_at"}
-        self._quiet = True  # one "created" for the fork, not one per copied answer
+        self._quiet = True  # one "created" for the fork, once it is committed
         try:
-            for m in msgs:
-                extra = {k: v for k, v in m.items() if k not in skip}
-                for key in ("context", "logprobs"):
-                    if extra.get(key) is not None:
-                        extra[key] = json.loads(extra[key])
-                self.add_message(new, m["role"], m["content"], **extra)
+            with self._write():
+                conv = self.conversation(cid)
+                if conv is None:
+                    return None
+                msgs = self.messages(cid)
+                if upto is not None:
+                    ids = [m["id"] for m in msgs]
+                    if upto not in ids:
+                        raise KeyError(upto)
+                    msgs = msgs[: ids.index(upto) + 1]
+                new = self.create_conversation(
+                    title=f"{conv['title']} (fork)",
+                    model=conv["model"],
+                    provider=conv["provider"],
+                    system=conv["system"],
+                    role=conv["role"],
+                    source=json.loads(conv["source"]) if conv["source"] else None,
+                )
+                for m in msgs:
+                    extra = {k: v for k, v in m.items() if k not in skip}
+                    for key in ("context", "logprobs"):
+                        if extra.get(key) is not None:
+                            extra[key] = json.loads(extra[key])
+                    self.add_message(new, m["role"], m["content"], **extra)
         finally:
             self._quiet = False
+        self._changed(new, "created")
         return new
+
+
+def _log_failure(done: Future[Any]) -> None:
+    if not done.cancelled() and (e := done.exception()) is not None:
+        log.error("a queued write failed: %s", e, exc_info=e)
 
 
 def _fts_query(query: str) -> str:
     """The user's words as quoted terms (no FTS syntax errors); the last one also matches
-    as a prefix, for search-as-you-type, the others whole (far cheaper on a large store)."""
+    as a prefix, for search-as-you-type, the others whole (far cheaper on a large store).
+
+    A NUL (which ends an FTS5 string) separates words, and a lone surrogate (which is not
+    UTF-8) becomes "?": odd input is a plain search, not an error."""
+    query = query.replace("\0", " ").encode("utf-8", "replace").decode("utf-8")
     words = [w.replace('"', '""') for w in query.split()]
     terms = [f'"{w}"' for w in words[:-1]] + [f'"{w}"*' for w in words[-1:]]
     return " ".join(terms) or '""'

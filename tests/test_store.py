@@ -1,0 +1,275 @@
+"""The conversation store through a real daemon: atomic writes (a real SQLite trigger
+makes a write fail part way), one daemon per data folder, a newer schema refused, the
+queued ledger writes kept at shutdown, odd search input, the bounded search total and
+the list cursor."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from assistantd.client import RpcError
+from tests.conftest import ROOT, Daemon
+from tests.rawsock import Raw, req
+from tests.upstream import Upstream
+
+
+def db_path() -> Path:
+    return Path(os.environ["XDG_DATA_HOME"]) / "assistantd" / "conversations.sqlite3"
+
+
+@pytest.fixture
+def sql() -> Iterator[sqlite3.Connection]:
+    """A second connection to the daemon's own database file, as another program has."""
+    db = sqlite3.connect(db_path(), isolation_level=None, timeout=10)
+    yield db
+    db.close()
+
+
+def send(d: Daemon, message: str, cid: str | None = None) -> dict[str, Any]:
+    params: dict[str, Any] = {"message": message, "stream": False}
+    if cid:
+        params["conversation_id"] = cid
+    result: dict[str, Any] = d.call("chat/send", params)
+    return result
+
+
+def poll(check: Any, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+# -- atomic writes -------------------------------------------------------------------------
+
+
+def test_failed_fork_leaves_nothing(daemon: Daemon, sql: sqlite3.Connection) -> None:
+    """A fork whose message copy fails part way leaves no forked conversation, message or
+    search row behind."""
+    cid = send(daemon, "[[reply:one]] first")["conversation_id"]
+    send(daemon, "[[reply:two]] second", cid)
+    sql.execute(
+        "CREATE TRIGGER refuse_fork BEFORE INSERT ON messages"
+        " WHEN (SELECT title FROM conversations WHERE id = NEW.conversation_id) LIKE '%(fork)'"
+        " BEGIN SELECT RAISE(ABORT, 'fork refused'); END"
+    )
+    with pytest.raises(RpcError):
+        daemon.call("conversations/fork", {"id": cid})
+    assert sql.execute("SELECT COUNT(*) FROM conversations").fetchone()[0] == 1
+    assert sql.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 4
+    orphans = sql.execute(
+        "SELECT COUNT(*) FROM search WHERE conversation_id NOT IN (SELECT id FROM conversations)"
+    ).fetchone()[0]
+    assert orphans == 0
+    assert daemon.call("conversations/list")["total"] == 1
+
+
+def test_failed_message_write_leaves_nothing(daemon: Daemon, sql: sqlite3.Connection) -> None:
+    """A message whose last statement (the conversation's new updated_at) fails is not
+    stored, neither as a message nor in the search index."""
+    cid = send(daemon, "[[reply:one]] first")["conversation_id"]
+    sql.execute(
+        "CREATE TRIGGER refuse_poison BEFORE UPDATE OF updated_at ON conversations"
+        " WHEN EXISTS (SELECT 1 FROM messages WHERE conversation_id = NEW.id"
+        " AND content LIKE '%POISON%')"
+        " BEGIN SELECT RAISE(ABORT, 'poison refused'); END"
+    )
+    with pytest.raises(RpcError):
+        send(daemon, "[[reply:never]] POISON", cid)
+    assert (
+        sql.execute("SELECT COUNT(*) FROM messages WHERE content LIKE '%POISON%'").fetchone()[0]
+        == 0
+    )
+    assert sql.execute("SELECT COUNT(*) FROM search WHERE search MATCH 'POISON'").fetchone()[0] == 0
+
+
+# -- one daemon per database, and only a schema it knows -----------------------------------
+
+
+def test_second_daemon_on_the_same_data_folder_exits(
+    daemon: Daemon, make_daemon: Any, tmp_path: Path
+) -> None:
+    """A second daemon on another socket but the same data folder exits non-zero with a
+    one-line reason naming the first; the first keeps serving."""
+    other = Path(os.environ["XDG_RUNTIME_DIR"]) / "other.sock"
+    second: Daemon = make_daemon(
+        daemon.config_path.read_text(), args=("--socket", str(other), "--quiet"), wait=False
+    )
+    assert second.proc.wait(30) != 0
+    lines = second.stderr().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "data folder" in lines[0] and f"pid {daemon.proc.pid}" in lines[0]
+    assert not other.exists()
+    assert daemon.call("daemon/status")["pid"] == daemon.proc.pid
+
+
+def test_newer_schema_is_refused(make_daemon: Any) -> None:
+    """A database whose schema version is newer than the code knows makes the daemon exit
+    non-zero with a clear reason, and the file is left as it was."""
+    path = db_path()
+    path.parent.mkdir(parents=True)
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE future(x)")
+    db.execute("PRAGMA user_version=99")
+    db.commit()
+    db.close()
+    d: Daemon = make_daemon("", args=("--quiet",), wait=False)
+    assert d.proc.wait(30) != 0
+    err = d.stderr().strip()
+    assert len(err.splitlines()) == 1 and "schema version 99" in err and "newer" in err
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 99
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    db.close()
+    assert tables == {"future"}
+
+
+# -- queued writes at shutdown ------------------------------------------------------------
+
+
+def _ledger_rows(sql: sqlite3.Connection) -> int:
+    return int(sql.execute("SELECT COUNT(*) FROM usage_log").fetchone()[0])
+
+
+def test_shutdown_runs_the_queued_ledger_writes(
+    daemon: Daemon, upstream: Upstream, sql: sqlite3.Connection
+) -> None:
+    """Usage ledger rows still queued behind slow writes when the daemon is told to stop
+    are all written before it exits."""
+    send(daemon, "[[reply:warm]] hi")
+    assert _ledger_rows(sql) == 1
+    # A real trigger makes each ledger insert take most of a second.
+    sql.execute("CREATE TABLE slow(x)")
+    sql.executemany("INSERT INTO slow VALUES (?)", [(i,) for i in range(3000)])
+    sql.execute(
+        "CREATE TRIGGER slow_ledger AFTER INSERT ON usage_log"
+        " BEGIN SELECT COUNT(*) FROM slow a, slow b WHERE a.x + b.x < 0; END"
+    )
+    n = 6
+    r = Raw(daemon.socket, timeout=30)
+    for i in range(n):
+        r.send(req(i, "chat/send", {"message": f"[[reply:ok]] {i}", "stream": False}))
+    # Every answer has come from upstream, and one slow row went in since: the daemon has
+    # had most of a second to queue each answer's ledger row, and most are still queued.
+    poll(lambda: len(upstream.requests) == n + 1 and upstream.in_flight == 0)
+    before = _ledger_rows(sql)
+    poll(lambda: _ledger_rows(sql) > before)
+    assert _ledger_rows(sql) < n + 1
+    r.close()  # the answers' own writes are dropped with the connection; the ledger's stay
+    daemon.call("daemon/shutdown")
+    assert daemon.proc.wait(60) == 0
+    assert _ledger_rows(sql) == n + 1
+
+
+def test_a_failed_queued_write_is_logged(daemon: Daemon, sql: sqlite3.Connection) -> None:
+    """A ledger write that fails is logged with its reason, not dropped in silence."""
+    sql.execute(
+        "CREATE TRIGGER refuse_ledger BEFORE INSERT ON usage_log"
+        " BEGIN SELECT RAISE(ABORT, 'ledger refused'); END"
+    )
+    send(daemon, "[[reply:ok]] hi")
+    poll(lambda: "ledger refused" in daemon.stderr())
+    assert "a queued write failed" in daemon.stderr()
+
+
+# -- search input and the bounded total ---------------------------------------------------
+
+
+@pytest.mark.parametrize("query", ["apple\u0000pie", "\udc80", "apple \udc80pie"])
+def test_odd_search_input_is_a_plain_search(daemon: Daemon, query: str) -> None:
+    """A NUL or a lone surrogate in a search query gives a plain search, not an error."""
+    send(daemon, "[[reply:noted]] apple pie recipe")
+    r = Raw(daemon.socket)
+    try:
+        r.send(req(1, "conversations/list", {"query": query}))
+        reply = r.response(1)
+    finally:
+        r.close()
+    assert "result" in reply, reply
+    if query.startswith("apple\u0000"):
+        assert reply["result"]["total"] == 1
+
+
+def test_search_total_is_exact_up_to_the_cap(daemon: Daemon, sql: sqlite3.Connection) -> None:
+    """Past 1,000 matching conversations a search says `total: 1000` with `total_exact:
+    false`; under the cap the total is exact."""
+    send(daemon, "[[reply:ok]] hello")  # the schema is in place
+    rows = [(f"c{i:020d}", f"walrus number {i}") for i in range(1200)]
+    sql.execute("BEGIN")
+    sql.executemany(
+        "INSERT INTO conversations(id, title, created_at, updated_at)"
+        " VALUES (?, ?, '2024-01-01T00:00:00Z', '2024-01-01T00:00:00Z')",
+        rows,
+    )
+    sql.executemany("INSERT INTO search(conversation_id, text) VALUES (?, ?)", rows)
+    sql.execute("COMMIT")
+    many = daemon.call("conversations/list", {"query": "walrus", "limit": 5})
+    assert (many["total"], many["total_exact"]) == (1000, False)
+    assert len(many["conversations"]) == 5
+    few = daemon.call("conversations/list", {"query": "walrus number 7", "limit": 5})
+    # the last word matches as a prefix: 7, 70-79 and 700-799
+    assert (few["total"], few["total_exact"]) == (1 + 10 + 100, True)
+
+
+# -- the list cursor ------------------------------------------------------------------------
+
+
+def test_list_pages_by_cursor(daemon: Daemon) -> None:
+    """Following `next` through `before` walks every conversation once, newest first, in
+    the order offset paging gives, and the last page has no `next`."""
+    made = [send(daemon, f"[[reply:ok]] number {i}")["conversation_id"] for i in range(7)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 3}
+        if cursor:
+            params["before"] = cursor
+        page = daemon.call("conversations/list", params)
+        seen += [c["id"] for c in page["conversations"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(made))
+    by_offset = [
+        c["id"]
+        for off in (0, 3, 6)
+        for c in daemon.call("conversations/list", {"limit": 3, "offset": off})["conversations"]
+    ]
+    assert by_offset == seen
+
+
+def test_bad_cursor_is_invalid_params(daemon: Daemon) -> None:
+    """A `before` that is not a cursor, or one given with a query, is -32602."""
+    for params in ({"before": "nonsense"}, {"before": "2024-01-01T00:00:00Z~c1", "query": "x"}):
+        with pytest.raises(RpcError) as e:
+            daemon.call("conversations/list", params)
+        assert e.value.code == -32602
+        assert e.value.data["reason"] == "bad_cursor"
+
+
+def test_lock_file_in_the_data_folder_is_not_followed(tmp_path: Path) -> None:
+    """A symbolic link at the data folder's lock path makes the daemon refuse to start, and
+    the file it points to is left untouched."""
+    folder = db_path().parent
+    folder.mkdir(parents=True)
+    target = tmp_path / "victim.txt"
+    target.write_text("precious\n")
+    (folder / "assistantd.lock").symlink_to(target)
+    proc = subprocess.run(
+        [sys.executable, "-m", "assistantd", "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode != 0 and "symbolic link" in proc.stderr
+    assert target.read_text() == "precious\n"
