@@ -610,8 +610,8 @@ class Chat:
         trimmed: int,
         want_logprobs: bool,
     ) -> ChatResult:
-        warnings = list(turn.warnings)
-        if want_logprobs and not out.got_logprobs and out.text:
+        warnings = [*turn.warnings, *out.warnings]
+        if want_logprobs and not out.got_logprobs and out.text and not out.logprobs_dropped:
             warnings.append(
                 f"{turn.provider.name} ignored logprobs for {turn.model} (LM Studio does); "
                 "logprobs is null"

@@ -322,6 +322,7 @@ def cmd_daemon(ctl: Ctl) -> int:
             print(f"assistantd {s['version']} (pid {s['pid']}) up {s['uptime_s']:.0f} s")
             print(f"socket: {s['socket']}\nconfig: {s['config_path']} ({state})")
             print(f"default model: {s['default_model']}; in flight: {s['active_requests']}")
+            print(f"proxy: {proxy_line(s)}")
 
         ctl.out(ctl.call("daemon/status"), show)
         return 0
@@ -421,11 +422,12 @@ def cmd_providers(ctl: Ctl) -> int:
                     p["base_url"],
                     ",".join(p["models"]),
                     p["key_source"],
+                    p.get("key_env") or "",
                     p["state"],
                 ]
                 for p in r["providers"]
             ],
-            ["NAME", "KIND", "BASE URL", "MODELS", "KEY", "STATE"],
+            ["NAME", "KIND", "BASE URL", "MODELS", "KEY", "ENV", "STATE"],
         ),
     )
     return 0
@@ -676,7 +678,22 @@ def cmd_doctor(ctl: Ctl) -> int:
     if not any(x["managed"] for x in local["servers"]):
         print(f"          (no managed local model; for one: {LOCAL_EXTRA})")
     print(f"default:  {s['default_model']} ({why})")
+    print(f"proxy:    {proxy_line(s)}")
     return 0
+
+
+def proxy_line(s: dict[str, Any]) -> str:
+    """The proxy in use, from daemon/status (its password is never in it)."""
+    if not s.get("proxy"):
+        line = "none (direct)"
+    else:
+        config = s.get("proxy_source") == "config"
+        line = f"{s['proxy']} (from {'the config' if config else 'the daemon environment'})"
+        if s.get("no_proxy"):
+            line += f"; not for {', '.join(s['no_proxy'])}"
+    if s.get("ca_bundle"):
+        line += f"; also trusting {s['ca_bundle']}"
+    return line
 
 
 def _report(e: RpcError) -> None:

@@ -30,6 +30,10 @@ class ProviderConfig(_Strict):
     context_window: int | None = Field(default=None, gt=0)
     kind: ProviderKind | None = None
     timeout_s: float | None = Field(default=None, gt=0)
+    # What of the OpenAI API it takes: a param it refuses is not sent (and the result's
+    # ``warnings`` says what that left out). Presets set these per provider.
+    stream_options: bool | None = None  # stream_options.include_usage on streams
+    logprobs: bool | None = None  # logprobs / top_logprobs
 
 
 class ModelConfig(_Strict):
@@ -64,6 +68,21 @@ class SummarizeConfig(_Strict):
     allow_private_redirects: bool = False
 
 
+class NetworkConfig(_Strict):
+    """How the daemon reaches providers and pages (``[network]``). A daemon started by
+    systemd or launchd does not see the shell's ``HTTPS_PROXY`` or ``SSL_CERT_FILE``;
+    these say the same in the config. See assistantd/network.py."""
+
+    # "http://[user:pass@]host:port" (or https://, socks5://); every provider request and
+    # page fetch goes through it, loopback too, except the hosts of no_proxy.
+    proxy: str | None = Field(default=None, min_length=1)
+    # Hosts reached directly, as in NO_PROXY: "example.com" (and its subdomains),
+    # ".example.com" (subdomains only), an IP address, "localhost", "*" (everything).
+    no_proxy: list[str] = []
+    ca_bundle: str | None = Field(default=None, min_length=1)  # PEM file trusted as well
+    timeout_s: float | None = Field(default=None, gt=0)  # connect timeout, and providers' read
+
+
 class RoleConfig(_Strict):
     """A named prompt every client can use (``[roles.NAME]``); see assistantd/roles.py."""
 
@@ -89,6 +108,7 @@ class Config(_Strict):
     models: dict[str, ModelConfig] = {}
     local: dict[str, LocalConfig] = {}
     summarize: SummarizeConfig = SummarizeConfig()
+    network: NetworkConfig = NetworkConfig()
     roles: dict[str, RoleConfig] = {}
 
 
@@ -246,6 +266,59 @@ PRESETS: dict[str, dict[str, Any]] = {
         "key_env": "PLAMO_API_KEY",
         "needs_key": True,
         "kind": "openai",
+    },
+    # Anthropic's OpenAI-compatible endpoint ignores logprobs.
+    "anthropic": {
+        "base_url": "https://api.anthropic.com/v1/",
+        "models": ["claude-*"],
+        "key_env": "ANTHROPIC_API_KEY",
+        "needs_key": True,
+        "kind": "openai",
+        "logprobs": False,
+    },
+    # Its ids are vendor/model: a broad pattern, tried after every other provider's
+    # patterns and never over an explicit default_provider (providers.route).
+    "openrouter": {
+        "base_url": "https://openrouter.ai/api/v1",
+        "models": ["*/*"],
+        "key_env": "OPENROUTER_API_KEY",
+        "needs_key": True,
+        "kind": "openai",
+    },
+    # logprobs and top_logprobs are a 400 there. Most of its model ids are other
+    # vendors' (llama-*, qwen/*, openai/*): only its own suffixes route here by default.
+    "groq": {
+        "base_url": "https://api.groq.com/openai/v1",
+        "models": ["*-versatile", "*-instant"],
+        "key_env": "GROQ_API_KEY",
+        "needs_key": True,
+        "kind": "openai",
+        "logprobs": False,
+    },
+    "deepseek": {
+        "base_url": "https://api.deepseek.com/v1",
+        "models": ["deepseek-*"],
+        "key_env": "DEEPSEEK_API_KEY",
+        "needs_key": True,
+        "kind": "openai",
+    },
+    # stream_options is a 422 there (the last chunk carries usage anyway); no logprobs.
+    "mistral": {
+        "base_url": "https://api.mistral.ai/v1",
+        "models": [
+            "mistral-*",
+            "magistral-*",
+            "codestral-*",
+            "devstral-*",
+            "ministral-*",
+            "pixtral-*",
+            "open-mistral-*",
+        ],
+        "key_env": "MISTRAL_API_KEY",
+        "needs_key": True,
+        "kind": "openai",
+        "stream_options": False,
+        "logprobs": False,
     },
     "lmstudio": {
         "base_url": "http://localhost:1234/v1",

@@ -18,7 +18,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from assistantd import PROTOCOL_VERSION, __version__, config, errors, framing, paths, secrets
+from assistantd import (
+    PROTOCOL_VERSION,
+    __version__,
+    config,
+    errors,
+    framing,
+    network,
+    paths,
+    secrets,
+)
 from assistantd.chat import Chat, ChatParams, ChatResult
 from assistantd.conversations import (
     Conversation,
@@ -67,6 +76,13 @@ class Status(Result):
     # provider has a key), or the built-in fallback
     default_model_source: Literal["config", "local", "fallback"]
     keyring_error: str | None = None
+    # The proxy provider requests go through (user and password shown as ***), and where
+    # it is set: the config's [network] (page fetches use it too) or the daemon's
+    # environment (HTTPS_PROXY...: provider requests only); null: direct.
+    proxy: str | None = None
+    proxy_source: Literal["config", "environment"] | None = None
+    no_proxy: list[str] = []
+    ca_bundle: str | None = None
 
 
 class KeySetParams(Params):
@@ -106,6 +122,9 @@ class ProviderInfo(BaseModel):
     kind: str
     models: list[str]
     key_source: str
+    key_env: str | None = None  # the env var read when the keyring has no key
+    stream_options: bool = True  # false: not sent (no usage from a provider that needs it)
+    logprobs: bool = True  # false: logprobs are not asked for, and a warning says so
     local: bool
     managed: bool
     state: str
@@ -256,6 +275,8 @@ class Daemon:
     async def status(self, p: NoParams, ctx: RequestContext) -> Status:
         """The daemon's version, paths, config state, load and providers."""
         model, source = self.default_model_and_source()
+        net = self.providers.network
+        proxy, proxy_source = network.in_use(net)
         return Status(
             version=__version__,
             protocol=PROTOCOL_VERSION,
@@ -271,6 +292,10 @@ class Daemon:
             default_model=model,
             default_model_source=source,
             keyring_error=self.providers.keyring_error,
+            proxy=proxy,
+            proxy_source=proxy_source,
+            no_proxy=list(net.no_proxy),
+            ca_bundle=net.ca_bundle,
         )
 
     async def do_reload(self, p: NoParams, ctx: RequestContext) -> Status:
@@ -341,6 +366,9 @@ class Daemon:
                     kind=prov.kind,
                     models=list(prov.models),
                     key_source=source,
+                    key_env=prov.key_env,
+                    stream_options=prov.stream_options,
+                    logprobs=prov.logprobs,
                     local=prov.local,
                     managed=prov.managed,
                     state=self.provider_state(prov.name),

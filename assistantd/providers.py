@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from assistantd import errors, secrets, tokens
-from assistantd.config import PRESETS, Config, LocalConfig
+from assistantd.config import PRESETS, Config, LocalConfig, ProviderConfig
+from assistantd.network import BadNetworkConfig, Network
 
 if TYPE_CHECKING:
     import openai
@@ -41,6 +42,9 @@ class Provider:
     managed: bool = False
     timeout_s: float = 120.0
     max_tokens: int | None = None  # an answer's length when the request names none
+    stream_options: bool = True  # takes stream_options.include_usage
+    logprobs: bool = True  # takes logprobs / top_logprobs
+    custom_models: bool = False  # its ``models`` patterns are the config's, not a preset's
 
     @property
     def local(self) -> bool:
@@ -65,7 +69,10 @@ def build(config: Config) -> dict[str, Provider]:
             needs_key=merged.get("needs_key", True),
             context_window=merged.get("context_window"),
             kind=merged.get("kind", "openai"),
-            timeout_s=merged.get("timeout_s", 120.0),
+            timeout_s=merged.get("timeout_s") or config.network.timeout_s or 120.0,
+            stream_options=merged.get("stream_options", True),
+            logprobs=merged.get("logprobs", True),
+            custom_models=config.providers.get(name, ProviderConfig()).models is not None,
         )
     for name, lc in config.local.items():
         out[name] = local_provider(name, lc)
@@ -82,6 +89,7 @@ def local_provider(name: str, lc: LocalConfig) -> Provider:
         context_window=None,
         kind="llama-server",
         managed=True,
+        custom_models=True,
         timeout_s=600.0,
         max_tokens=lc.max_tokens,
     )
@@ -97,6 +105,8 @@ class Completion:
     logprobs: list[dict[str, Any]] = field(default_factory=list)
     got_logprobs: bool = False
     started: bool = False  # a token arrived: no more retries
+    warnings: list[str] = field(default_factory=list)  # what the provider could not do
+    logprobs_dropped: bool = False  # asked for, not sent: the provider does not take them
 
 
 class ContextExceeded(Exception):
@@ -182,7 +192,8 @@ class Providers:
     def __init__(self, config: Config, base_url_hook: BaseUrlHook | None = None) -> None:
         self.config = config
         self.by_name = build(config)
-        self._clients: dict[str, tuple[tuple[str, str], openai.AsyncOpenAI]] = {}
+        self.network = Network.from_config(config.network)
+        self._clients: dict[str, tuple[tuple[str, str, Network], openai.AsyncOpenAI]] = {}
         self._keys: dict[str, tuple[str | None, str]] = {}
         self._base_url_hook = base_url_hook
         self.keyring_error: str | None = None
@@ -197,6 +208,7 @@ class Providers:
     def reconfigure(self, config: Config) -> None:
         self.config = config
         self.by_name = build(config)
+        self.network = Network.from_config(config.network)  # clients are rebuilt on change
         self.forget_keys()
 
     def forget_keys(self, provider: str | None = None) -> None:
@@ -214,13 +226,23 @@ class Providers:
             raise errors.NotFound(f"no provider named {name!r}", kind="provider", id=name) from None
 
     def route(self, model: str, provider: str | None = None) -> Provider:
-        """``provider`` if given; else the first whose patterns match; else the default."""
+        """``provider`` if given; else the first provider whose patterns match, the
+        config's own ``models`` patterns before the presets'; else ``default_provider``
+        when the config names one; else a broad pattern (openrouter's ``*/*``); else
+        openai. So a built-in pattern never takes a model the config routes elsewhere,
+        and ``*/*`` never takes one the config's default provider would get."""
         if provider:
             return self.get(provider)
-        for p in self.by_name.values():
-            if any(fnmatch.fnmatchcase(model, pat) for pat in p.models):
+        ordered = sorted(self.by_name.values(), key=lambda p: not p.custom_models)
+        for p in ordered:
+            if any(fnmatch.fnmatchcase(model, pat) for pat in p.models if not _broad(pat)):
                 return p
-        return self.get(self.config.default_provider or "openai")
+        if self.config.default_provider:
+            return self.get(self.config.default_provider)
+        for p in ordered:
+            if any(fnmatch.fnmatchcase(model, pat) for pat in p.models if _broad(pat)):
+                return p
+        return self.get("openai")
 
     def context_window(self, provider: Provider, model: str) -> int:
         mc = self.config.models.get(model)
@@ -297,7 +319,9 @@ class Providers:
                 )
             key = "no-key"  # the SDK insists on one; local servers ignore it
         base_url = await self._base_url_hook(p) if p.managed and self._base_url_hook else p.base_url
-        ident = (base_url, key)
+        # A managed server is this machine's own: never through a proxy.
+        net = Network() if p.managed else self.network
+        ident = (base_url, key, net)
         cached = self._clients.get(p.name)
         if cached and cached[0] == ident:
             return cached[1]
@@ -306,9 +330,14 @@ class Providers:
             cached = self._clients.get(p.name)
             if cached and cached[0] == ident:  # built by another request meanwhile
                 return cached[1]
-            client = await off_loop(
-                lambda: _new_client(key, base_url, p.timeout_s), "assistantd-client"
-            )
+            try:
+                client = await off_loop(
+                    lambda: _new_client(key, base_url, p.timeout_s, net), "assistantd-client"
+                )
+            except BadNetworkConfig as e:
+                raise errors.UpstreamUnreachable(
+                    f"cannot reach {p.name}: {e}", provider=p.name, base_url=p.base_url
+                ) from None
             self._clients[p.name] = (ident, client)
         if cached:
             await cached[1].close()
@@ -346,12 +375,20 @@ class Providers:
             kwargs["temperature"] = temperature
         if max_tokens is not None:
             kwargs["max_tokens"] = max_tokens
-        if top_logprobs is not None:
+        if top_logprobs is not None and not p.logprobs:
+            out.logprobs_dropped = True
+            out.warnings.append(
+                f"{p.name} does not take logprobs (its config says logprobs = false): "
+                "not asked for, logprobs is null"
+            )
+        elif top_logprobs is not None:
             kwargs["logprobs"] = True
             if top_logprobs > 0:
                 kwargs["top_logprobs"] = top_logprobs
         if response_format is not None:
             kwargs["response_format"] = response_format
+        if stream and p.stream_options:
+            kwargs["stream_options"] = {"include_usage": True}
         attempt = 0
         while True:
             try:
@@ -361,6 +398,11 @@ class Providers:
                     await self._once(client, kwargs, out)
                 if out.usage and self.on_usage is not None:
                     self.on_usage(p, model, out.usage)
+                if stream and not p.stream_options and out.usage is None:
+                    out.warnings.append(
+                        f"{p.name} sent no token usage (it does not take stream_options): "
+                        "usage and cost are null"
+                    )
                 return out
             except openai.APIError as e:
                 if out.started:
@@ -400,9 +442,7 @@ class Providers:
         client that falls behind never holds up the stream: what arrives meanwhile goes
         out as one delta when it catches up."""
         create = client.chat.completions.with_streaming_response.create
-        async with create(
-            **kwargs, stream=True, stream_options={"include_usage": True}
-        ) as response:
+        async with create(**kwargs, stream=True) as response:
             if on_delta is None:
                 await self._read(response.http_response, out, None)
             else:
@@ -548,15 +588,35 @@ class Providers:
         )
 
 
-def _new_client(key: str, base_url: str, timeout_s: float) -> openai.AsyncOpenAI:
+def _new_client(key: str, base_url: str, timeout_s: float, net: Network) -> openai.AsyncOpenAI:
+    """A client for one provider. With ``[network] proxy`` its requests go through that
+    proxy (loopback too) except to ``no_proxy`` hosts; without, the environment's proxy
+    variables count, as for any httpx client. ``ca_bundle`` is trusted on top of the
+    default certificates."""
     import openai
 
+    timeout = openai.Timeout(timeout_s, connect=net.connect_timeout_s)
+    limits = openai.DEFAULT_CONNECTION_LIMITS
+    if net.proxy is not None:
+        http = openai.DefaultAsyncHttpxClient(
+            transport=net.transport(limits=limits), timeout=timeout
+        )
+    else:
+        http = openai.DefaultAsyncHttpxClient(
+            verify=net.ssl_context(), trust_env=True, limits=limits, timeout=timeout
+        )
     return openai.AsyncOpenAI(
         api_key=key,
         base_url=base_url,
         max_retries=0,  # retried here, before the first token only
-        timeout=openai.Timeout(timeout_s, connect=10.0),
+        timeout=timeout,
+        http_client=http,
     )
+
+
+def _broad(pattern: str) -> bool:
+    """A pattern of wildcards and slashes only (``*/*``): it names no model family."""
+    return not pattern.strip("*?/")
 
 
 def _usage(u: dict[str, Any]) -> dict[str, int]:
