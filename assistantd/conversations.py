@@ -13,7 +13,7 @@ from assistantd.attachments import Blobs
 from assistantd.chat import Usage
 from assistantd.providers import off_loop
 from assistantd.rpc import Params, RequestContext, Result
-from assistantd.store import Store
+from assistantd.store import BadCursor, Store
 
 
 class ConversationSummary(BaseModel):
@@ -30,11 +30,25 @@ class ListParams(Params):
     limit: int = Field(default=50, ge=1, le=1000)
     offset: int = Field(default=0, ge=0)
     query: str | None = None
+    before: str | None = Field(
+        default=None,
+        description="the `next` of the page before: the page after it, at any depth at"
+        " the cost of the first (not with `query`)",
+    )
 
 
 class ListResult(Result):
     conversations: list[ConversationSummary]
-    total: int
+    total: int = Field(
+        description="matching conversations; past 1,000 search matches a lower bound"
+        " (`total_exact` false)"
+    )
+    total_exact: bool = True
+    next: str | None = Field(
+        default=None,
+        description="an opaque cursor for `before`: the next page; null on the last page"
+        " (and with `query`)",
+    )
 
 
 class IdParams(Params):
@@ -123,10 +137,25 @@ class Conversations:
 
     async def list(self, p: ListParams, ctx: RequestContext) -> ListResult:
         """Conversations, newest first; ``query`` searches titles and messages."""
-        rows, total = await self.store.run(
-            self.store.list_conversations, p.limit, p.offset, p.query
+        if p.before is not None and p.query:
+            raise errors.InvalidParams(
+                "`before` pages the plain list; page a search with `offset`",
+                reason="bad_cursor",
+            )
+        try:
+            page = await self.store.run(
+                self.store.list_conversations, p.limit, p.offset, p.query, p.before
+            )
+        except BadCursor:
+            raise errors.InvalidParams(
+                "`before` is not a cursor from conversations/list", reason="bad_cursor"
+            ) from None
+        return ListResult(
+            conversations=[ConversationSummary(**r) for r in page.conversations],
+            total=page.total,
+            total_exact=page.total_exact,
+            next=page.next,
         )
-        return ListResult(conversations=[ConversationSummary(**r) for r in rows], total=total)
 
     async def load(self, cid: str) -> Conversation:
         def read() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
