@@ -514,6 +514,8 @@ def test_the_line_is_never_on_a_command_line(
         ("while true\ndo\n  date\n  sleep 1\ndone", "while true; do date; sleep 1; done", ""),
         ("find . -name '*.log' \\\n  -delete", "find . -name '*.log' -delete", ""),
         ("# free space per disk\ndf -h", "df -h", ""),
+        ("$ cd /tmp\n$ ls", "cd /tmp && ls", "joined with &&"),
+        ("for f in *\ndo\n  Print each name\ndone", "for f in *", "kept only one command"),
         ("rm -rf build\nmake ||\n  echo failed", "rm -rf build", "kept only one command"),
     ],
 )
