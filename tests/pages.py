@@ -267,8 +267,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class Pages:
-    """The page server on 127.0.0.1 (or ``host``), in a thread; ``with Pages() as pages:
-    pages.url("/pdf")``."""
+    """The page server on 127.0.0.1 (or ``host``; https with a ``tls`` context), in a
+    thread; ``with Pages() as pages: pages.url("/pdf")``."""
 
     def __init__(
         self, drip_s: float = 0.2, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None

@@ -239,6 +239,17 @@ def test_shutdown_ends_the_extraction(sd: Daemon, pages: Pages) -> None:
     poll(lambda: not alive(out["pid"]), 10)
 
 
+def test_a_killed_daemon_takes_its_worker(sd: Daemon, pages: Pages) -> None:
+    """A daemon killed with SIGKILL mid-extraction leaves no worker behind (the kernel's
+    parent-death signal ends it)."""
+    thread, out = start_slow_extraction(sd, pages)
+    sd.proc.kill()
+    sd.proc.wait(10)
+    poll(lambda: not alive(out["pid"]), 10)
+    thread.join(10)
+    out["client"].close()
+
+
 # -- redirects into the user's machine or network ----------------------------------------
 
 
