@@ -201,7 +201,8 @@ def test_odd_search_input_is_a_plain_search(daemon: Daemon, query: str) -> None:
 
 def test_search_total_is_exact_up_to_the_cap(daemon: Daemon, sql: sqlite3.Connection) -> None:
     """Past 1,000 matching conversations a search says `total: 1000` with `total_exact:
-    false`; under the cap the total is exact."""
+    false`; under the cap the total is exact; a last word that alone matches more than
+    the cap is not also matched as a prefix."""
     send(daemon, "[[reply:ok]] hello")  # the schema is in place
     rows = [(f"c{i:020d}", f"walrus number {i}") for i in range(1200)]
     sql.execute("BEGIN")
@@ -218,6 +219,13 @@ def test_search_total_is_exact_up_to_the_cap(daemon: Daemon, sql: sqlite3.Connec
     few = daemon.call("conversations/list", {"query": "walrus number 7", "limit": 5})
     # the last word matches as a prefix: 7, 70-79 and 700-799
     assert (few["total"], few["total_exact"]) == (1 + 10 + 100, True)
+    # A word that alone matches more than the cap is matched whole: the newest
+    # conversation, which has only a longer word, is not on its first page.
+    newest = send(daemon, "[[reply:ok]] walruses galore")["conversation_id"]
+    whole = daemon.call("conversations/list", {"query": "walrus", "limit": 5})
+    assert newest not in [c["id"] for c in whole["conversations"]]
+    typed = daemon.call("conversations/list", {"query": "walruse", "limit": 5})
+    assert [c["id"] for c in typed["conversations"]] == [newest]
 
 
 # -- the list cursor ------------------------------------------------------------------------
