@@ -446,16 +446,17 @@ def cmd_models(ctl: Ctl) -> int:
 
 
 def _total(r: dict[str, Any]) -> str:
-    """A list's total as the daemon counts it: exact, or "1000+" past its bound."""
-    total = r.get("total")
-    return f"{total}+" if r.get("total_capped") else str(total)
+    """A list's total as the daemon counts it: exact, or a lower bound ("1000+") when a
+    search matches more than the daemon counts (``total_exact`` false)."""
+    return f"{r['total']}+" if r.get("total_exact") is False else str(r["total"])
 
 
 def cmd_conversations(ctl: Ctl) -> int:
     a = ctl.args
     act = a.action
     if act in ("list", "search"):
-        r = ctl.call("conversations/list", {"limit": a.limit, "query": a.query})
+        params = {"limit": a.limit, "query": a.query, "before": a.before}
+        r = ctl.call("conversations/list", params)
 
         def show(r: dict[str, Any]) -> None:
             rows = [
@@ -469,8 +470,14 @@ def cmd_conversations(ctl: Ctl) -> int:
                 for c in r["conversations"]
             ]
             _table(rows, ["ID", "UPDATED", "MSGS", "MODEL", "TITLE"])
-            if len(rows) < (r.get("total") or 0) and sys.stderr.isatty():
-                print(f"({len(rows)} of {_total(r)}; --limit N for more)", file=sys.stderr)
+            if r.get("next"):
+                more = f"the next page: --before {r['next']}"
+            elif not a.before and len(rows) < r["total"]:  # a search: it has no cursor
+                more = "--limit N for more"
+            else:
+                return
+            if sys.stderr.isatty():
+                print(f"({len(rows)} shown, {_total(r)} in all; {more})", file=sys.stderr)
 
         ctl.out(r, show)
     elif act == "show":
@@ -503,9 +510,9 @@ def conversation_words(args: argparse.Namespace) -> str | None:
         args.query = " ".join(words).strip() or None
         return None if args.query else "conversations search needs the words to look for"
     if act == "list":
-        return (
-            "conversations list takes no words (search WORDS... looks for some)" if words else None
-        )
+        return "conversations list takes no words (search WORDS... looks)" if words else None
+    if args.before:
+        return f"--before pages conversations list, not {act}"
     if not words:
         return f"conversations {act} needs a conversation ID"
     args.id, rest = words[0], words[1:]
@@ -823,6 +830,9 @@ def parser() -> argparse.ArgumentParser:
     )
     v.add_argument("words", nargs="*", metavar="ID|WORDS", help="an ID; search: WORDS...")
     v.add_argument("--limit", type=int, default=20)
+    v.add_argument(
+        "--before", metavar="CURSOR", help="list: the page after the one that gave CURSOR"
+    )
     v.add_argument("--message", help="fork: the last message to keep")
     v.add_argument("--format", choices=["markdown", "json"], default="markdown")
     v.set_defaults(func=cmd_conversations)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from assistantd.client import Client
 from tests.conftest import ROOT, Daemon
 from tests.test_cli import ctl
 
@@ -167,11 +169,33 @@ def test_socket_of_another_user_is_refused(
     assert got.read_bytes() == b""
 
 
-def test_a_partial_list_says_how_many_there_are(daemon: Daemon) -> None:
-    """On a terminal, a list cut at --limit says how many there are in all."""
+def test_a_partial_list_says_how_many_there_are_and_pages_on(daemon: Daemon) -> None:
+    """On a terminal, a list cut at --limit says how many there are in all and the cursor
+    for the next page, and --before CURSOR lists that page."""
     for word in ("first", "second", "third"):
         daemon.call("chat/send", {"message": word, "stream": False})
     code, out = on_pty(daemon, "conversations", "list", "--limit", "2")
-    assert code == 0 and b"(2 of 3; --limit N for more)" in out, out
+    assert code == 0 and b"(2 shown, 3 in all; the next page: --before " in out, out
+    found = re.search(rb"--before (\S+)\)", out)
+    assert found is not None
+    code, out = on_pty(daemon, "conversations", "list", "--before", found[1].decode())
+    assert code == 0, out
+    oldest = daemon.call("conversations/list")["conversations"][-1]
+    assert oldest["id"].encode() in out
+    assert len([line for line in out.splitlines()[1:] if line.strip()]) == 1, out
     code, out = on_pty(daemon, "conversations", "search", "second")
-    assert code == 0 and b" of " not in out, out
+    assert code == 0 and b" in all" not in out, out
+
+
+def test_a_search_past_the_count_bound_shows_a_lower_bound(daemon: Daemon) -> None:
+    """A search matching more conversations than the daemon counts shows its total as
+    a lower bound ("1000+") on a terminal."""
+    cid = daemon.call("chat/send", {"message": "zebra", "stream": False})["conversation_id"]
+    with Client(daemon.socket, timeout=60) as c:
+        for _ in range(1000):
+            c.call("conversations/fork", {"id": cid})
+    listed = daemon.call("conversations/list", {"query": "zebra", "limit": 5})
+    assert listed["total_exact"] is False
+    code, out = on_pty(daemon, "conversations", "search", "zebra", "--limit", "5")
+    assert code == 0, out
+    assert f"(5 shown, {listed['total']}+ in all; --limit N for more)".encode() in out, out
