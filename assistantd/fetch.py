@@ -9,10 +9,12 @@ cannot answer differently between the check and the connection. The URL the user
 names may be anywhere (a docs server on this machine is a real use); a redirect, or
 a later hop's DNS answer, may not move inwards: from a public address to a private,
 link-local or loopback one, from the LAN to this machine (``reach``). The config's
-``[summarize] allow_private_redirects`` lifts that rule. For the same reason pages
-are fetched directly, never through a proxy named in the environment (a proxy
-resolves names itself, where no check can follow); ``SSL_CERT_FILE`` and
-``SSL_CERT_DIR`` still name the certificates to trust.
+``[summarize] allow_private_redirects`` lifts that rule. Pages go through the config's
+``[network] proxy`` (except to its ``no_proxy`` hosts), never through one named in the
+environment; through a proxy too the request names the checked address (an http
+request's absolute URL, an https tunnel's CONNECT), so the proxy resolves nothing.
+``SSL_CERT_FILE``, ``SSL_CERT_DIR`` and ``[network] ca_bundle`` name the certificates
+to trust.
 
 The body is read as a stream and decompressed in bounded pieces (gzip and deflate,
 stacked at most five deep; no other coding is asked for or accepted): a huge,
@@ -47,6 +49,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 from assistantd import __version__, errors
 from assistantd.extract import UTF16, codec_for
+from assistantd.network import BadNetworkConfig, Network
 
 if TYPE_CHECKING:
     import httpx2
@@ -218,13 +221,26 @@ def _pinned(url: httpx2.URL, address: str) -> tuple[httpx2.URL, dict[str, str], 
 
 
 async def fetch(
-    url: str, limits: Limits, *, etag: str | None = None, last_modified: str | None = None
+    url: str,
+    limits: Limits,
+    *,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    network: Network | None = None,
 ) -> Page | None:
-    """GET ``url`` within ``limits``; None when a conditional GET says 304 Not Modified."""
+    """GET ``url`` within ``limits`` (through ``network``'s proxy, if it names one); None
+    when a conditional GET says 304 Not Modified."""
     import httpx2
 
     current = check_url(url)
+    net = network or Network()
     step = min(STEP_TIMEOUT_S, limits.timeout_s)
+    try:
+        verify = net.ssl_context()
+    except BadNetworkConfig as e:
+        raise _fail(str(e), url, "unreachable") from None
+    # No proxy from the environment (trust_env=False); SSL_CERT_* still count (verify).
+    transport = net.transport() if net.proxy else httpx2.AsyncHTTPTransport(verify=verify)
     validators = (("If-None-Match", etag), ("If-Modified-Since", last_modified))
     conditional = {k: v for k, v in validators if v}
     where: Reach | None = None
@@ -232,10 +248,10 @@ async def fetch(
         async with (
             asyncio.timeout(limits.timeout_s),
             httpx2.AsyncClient(
-                timeout=httpx2.Timeout(step),
+                timeout=httpx2.Timeout(step, connect=min(net.connect_timeout_s, step)),
                 follow_redirects=False,
-                trust_env=False,  # no proxy from the environment; SSL_CERT_* still count:
-                verify=httpx2.create_ssl_context(trust_env=True),
+                trust_env=False,
+                transport=transport,
                 headers={
                     "User-Agent": USER_AGENT,
                     "Accept": ACCEPT,

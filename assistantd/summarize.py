@@ -328,6 +328,7 @@ class Summarizer:
                 ),
                 etag=entry.etag if entry else None,
                 last_modified=entry.last_modified if entry else None,
+                network=self.providers.network,
             )
             if page is None and entry is not None:  # 304 Not Modified
                 await asyncio.to_thread(self.cache.put, entry)

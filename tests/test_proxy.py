@@ -1,0 +1,234 @@
+"""The config's [network] proxy, no_proxy and ca_bundle, against a real HTTP proxy
+(tinyproxy, started by the test on loopback, logging every request) and a daemon started
+as a service starts it: with no proxy or certificate variables in its environment."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from assistantd.client import RpcError
+from tests.conftest import ROOT, Daemon, fake_provider_config
+from tests.pages import Pages
+from tests.upstream import Upstream
+
+USER, PASSWORD = "proxyuser", "s3cret-proxy-pw"
+PAGE = "/fresh/library/bisect.html"
+# What a shell may carry and a unit started by systemd or launchd does not.
+SHELL_VARS = (
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+)
+
+
+class Tinyproxy:
+    """A tinyproxy on a free loopback port that wants a user and password, and logs
+    every request line it gets."""
+
+    def __init__(self, folder: Path) -> None:
+        exe = shutil.which("tinyproxy")
+        assert exe, "tinyproxy is missing: apt-get install -y tinyproxy (scripts/test --install)"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.log = folder / "tinyproxy.log"
+        conf = folder / "tinyproxy.conf"
+        conf.write_text(
+            f'Port {self.port}\nListen 127.0.0.1\nTimeout 60\nLogFile "{self.log}"\n'
+            "LogLevel Info\nMaxClients 100\nAllow 127.0.0.1\nDisableViaHeader Yes\n"
+            f"BasicAuth {USER} {PASSWORD}\n"
+        )
+        self.proc = subprocess.Popen(
+            [exe, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            assert self.proc.poll() is None, f"tinyproxy exited: {self.log.read_text()}"
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "tinyproxy did not start listening"
+                time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"http://{USER}:{PASSWORD}@127.0.0.1:{self.port}"
+
+    def requests(self) -> list[str]:
+        """Each request line the proxy got, e.g. "POST http://127.0.0.1:PORT/v1/... HTTP/1.1"."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return re.findall(r"Request \(file descriptor \d+\): (.*)", text)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def proxy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tinyproxy]:
+    """A running tinyproxy; and no proxy or certificate variable in the environment the
+    test's daemons start with, as for a service."""
+    for var in SHELL_VARS:
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.lower(), raising=False)
+    tp = Tinyproxy(tmp_path)
+    yield tp
+    tp.stop()
+
+
+@pytest.fixture(scope="module")
+def pages() -> Iterator[Pages]:
+    with Pages() as server:
+        yield server
+
+
+def network(proxy: Tinyproxy, extra: str = "") -> str:
+    return f'\n[network]\nproxy = "{proxy.url}"\n{extra}'
+
+
+def chat(d: Daemon) -> dict[str, Any]:
+    result: dict[str, Any] = d.call("chat/send", {"message": "through the proxy"})
+    return result
+
+
+def test_provider_and_page_requests_go_through_the_proxy(
+    make_daemon: Any, upstream: Upstream, pages: Pages, proxy: Tinyproxy
+) -> None:
+    """With [network] proxy, a chat's request to the (loopback) provider and a page fetch
+    both go through the proxy, with its user and password."""
+    d: Daemon = make_daemon(fake_provider_config(upstream, extra=network(proxy)))
+    assert chat(d)["text"] == "You said: through the proxy"
+    chat_line = f"POST http://127.0.0.1:{upstream.port}/v1/chat/completions HTTP/1.1"
+    assert chat_line in proxy.requests(), proxy.requests()
+    r = d.call("summarize/url", {"url": pages.url(PAGE)})
+    assert r["title"].startswith("bisect")
+    assert f"GET http://127.0.0.1:{pages.port}{PAGE} HTTP/1.1" in proxy.requests()
+
+
+def test_no_proxy_hosts_are_reached_directly(
+    make_daemon: Any, upstream: Upstream, pages: Pages, proxy: Tinyproxy
+) -> None:
+    """A no_proxy host (the pages by the name localhost) is fetched directly while the
+    provider at 127.0.0.1 still goes through the proxy."""
+    cfg = fake_provider_config(upstream, extra=network(proxy, 'no_proxy = ["localhost"]\n'))
+    d: Daemon = make_daemon(cfg)
+    chat(d)
+    url = f"http://localhost:{pages.port}{PAGE}"
+    hits = len(pages.hits)
+    assert d.call("summarize/url", {"url": url})["title"].startswith("bisect")
+    assert len(pages.hits) > hits  # the page server got the request, not through the proxy
+    lines = proxy.requests()
+    assert not any(f":{pages.port}/" in line for line in lines), lines
+    assert any(f"127.0.0.1:{upstream.port}/v1/chat/completions" in line for line in lines)
+
+
+def test_proxy_change_applies_without_a_restart(
+    make_daemon: Any, upstream: Upstream, proxy: Tinyproxy
+) -> None:
+    """A [network] proxy added to the running daemon's config is used by the next
+    request (the provider's client is rebuilt), and removing it goes direct again."""
+    plain = fake_provider_config(upstream)
+    d: Daemon = make_daemon(plain)
+    chat(d)
+    assert proxy.requests() == []
+
+    def apply(text: str, want: str | None) -> None:
+        deadline = time.monotonic() + 30
+        while True:  # written again until applied: the file watcher may start late
+            d.config_path.write_text(text)
+            status = d.call("daemon/status")
+            if status["proxy"] == want:
+                return
+            assert time.monotonic() < deadline, status
+            time.sleep(0.3)
+
+    apply(plain + network(proxy), f"http://***@127.0.0.1:{proxy.port}")
+    chat(d)
+    assert len(proxy.requests()) == 1
+    apply(plain, None)
+    chat(d)
+    assert len(proxy.requests()) == 1
+
+
+def test_status_shows_the_proxy_without_its_password(
+    make_daemon: Any, upstream: Upstream, proxy: Tinyproxy, isolated_dirs: Path
+) -> None:
+    """daemon/status, `assistantctl daemon status` and `doctor` show the proxy with its
+    user and password hidden, and the password is in no log."""
+    cfg = fake_provider_config(upstream, extra=network(proxy, 'no_proxy = ["intranet.example"]\n'))
+    d: Daemon = make_daemon(cfg)
+    s = d.call("daemon/status")
+    shown = f"http://***@127.0.0.1:{proxy.port}"
+    assert (s["proxy"], s["proxy_source"], s["no_proxy"]) == (
+        shown,
+        "config",
+        ["intranet.example"],
+    )
+    chat(d)
+    ctl = [sys.executable, "-m", "assistantd.cli", "--socket", str(d.socket)]
+    for args in (["daemon", "status"], ["doctor"]):
+        out = subprocess.run(
+            [*ctl, *args], capture_output=True, text=True, cwd=ROOT, timeout=60, check=True
+        ).stdout
+        assert f"{shown} (from the config); not for intranet.example" in out, out
+        assert PASSWORD not in out and USER not in out
+    d.stop()
+    logs = [p for p in isolated_dirs.rglob("*") if p.is_file() and p.suffix != ".conf"]
+    logs = [p for p in logs if p != proxy.log and "config" not in p.parts]
+    assert logs, "the daemon wrote no log"
+    for p in logs:
+        assert PASSWORD.encode() not in p.read_bytes(), p
+
+
+def test_https_page_through_the_proxy_with_the_ca_bundle(
+    make_daemon: Any, upstream: Upstream, proxy: Tinyproxy, tmp_path: Path
+) -> None:
+    """An https page whose certificate only [network] ca_bundle vouches for is fetched
+    through the proxy's CONNECT tunnel; without ca_bundle the certificate is refused."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=DNS:localhost"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    with Pages(tls=tls) as https_pages:
+        url = f"https://localhost:{https_pages.port}{PAGE}"
+        d: Daemon = make_daemon(
+            fake_provider_config(upstream, extra=network(proxy, f'ca_bundle = "{cert}"\n'))
+        )
+        assert d.call("summarize/url", {"url": url})["title"].startswith("bisect")
+        assert f"CONNECT 127.0.0.1:{https_pages.port} HTTP/1.1" in proxy.requests()
+        d.stop()
+        bare = make_daemon(fake_provider_config(upstream, extra=network(proxy)))
+        other = f"https://localhost:{https_pages.port}/fresh/library/heapq.html"  # not cached
+        with pytest.raises(RpcError) as e:
+            bare.call("summarize/url", {"url": other})
+        assert (e.value.code, e.value.data["reason"]) == (-32006, "unreachable")
+        assert "certificate" in e.value.message
