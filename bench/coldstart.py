@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from measure import SDK_SCRIPT, assistantctl
+from measure import SDK_SCRIPT, assistantctl, wait_warm
 from procs import PY, DaemonProc, Row, UpstreamProc, median, run_timed
 
 from assistantd.client import Client
@@ -226,12 +226,7 @@ def bench_first_answer(
         login_env = {**cold, "XDG_STATE_HOME": str(state)}
         d = DaemonProc(login_env, up.base_url, name="login", data_home=base / "colddata")
         try:
-            log = state / "assistantd" / "log" / "assistantd.log"
-            deadline = time.monotonic() + 30  # started "at login": long warm by the first use
-            while "SDK imported" not in (log.read_text() if log.exists() else ""):
-                assert time.monotonic() < deadline, "the daemon did not warm"
-                time.sleep(0.02)
-            time.sleep(0.3)  # and its client built
+            wait_warm(state)  # started "at login": long warm by the first use
             total = run_timed(ctl, {**d.env, "ASSISTANTD_SOCKET": str(d.socket)}, ANSWER)[1]
         finally:
             d.stop()
