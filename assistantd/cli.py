@@ -799,6 +799,12 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("daemon", parents=[common], help="start, stop, status, restart, install")
     d.add_argument("action", choices=["start", "stop", "status", "restart", "install"])
     d.add_argument("--dry-run", action="store_true", help="install: print what would be written")
+    d.add_argument(
+        "--proxy-env",
+        choices=["config", "unit", "no"],
+        help="install: carry this shell's HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE... into the "
+        "config's [network] or the unit (default: ask on a terminal, else only say)",
+    )
     d.set_defaults(func=cmd_daemon)
 
     k = sub.add_parser("keys", parents=[common], help="API keys in the OS keyring")

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from assistantd.config import NetworkConfig
-
 if TYPE_CHECKING:
     import ssl
 
     import httpx2
+
+    from assistantd.config import NetworkConfig
 
 CONNECT_TIMEOUT_S = 10.0
 

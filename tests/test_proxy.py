@@ -4,6 +4,7 @@ as a service starts it: with no proxy or certificate variables in its environmen
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -232,3 +233,89 @@ def test_https_page_through_the_proxy_with_the_ca_bundle(
             bare.call("summarize/url", {"url": other})
         assert (e.value.code, e.value.data["reason"]) == (-32006, "unreachable")
         assert "certificate" in e.value.message
+
+
+# -- carrying the shell's variables at install --------------------------------------------
+def install(tmp_path: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`assistantctl daemon install ARGS` with ``env`` as the shell's variables and no
+    systemctl on PATH (so nothing is enabled), stdin not a terminal."""
+    bin_dir = Path(sys.executable).parent
+    base = {k: v for k, v in os.environ.items() if k.upper() not in SHELL_VARS}
+    return subprocess.run(
+        [str(bin_dir / "assistantctl"), "daemon", "install", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={**base, "PATH": f"{bin_dir}:{tmp_path / 'empty'}", **env},
+        check=True,
+    )
+
+
+SHELL = {
+    "HTTPS_PROXY": f"http://{USER}:{PASSWORD}@proxy.example:3128",
+    "NO_PROXY": "localhost,127.0.0.1",
+    "SSL_CERT_FILE": "/etc/ssl/corp-root.pem",
+}
+
+
+def test_install_dry_run_shows_the_carried_variables(tmp_path: Path) -> None:
+    """--dry-run --proxy-env unit shows the service with the shell's proxy variables in its
+    environment (the password as ***) and writes nothing; --proxy-env config shows the
+    [network] table it would add; with neither, install only says what the shell has."""
+    unit = install(tmp_path, "--dry-run", "--proxy-env", "unit", env=SHELL).stdout
+    assert "Environment=HTTPS_PROXY=http://***@proxy.example:3128" in unit
+    assert "Environment=NO_PROXY=localhost,127.0.0.1" in unit
+    assert "Environment=SSL_CERT_FILE=/etc/ssl/corp-root.pem" in unit
+    assert PASSWORD not in unit and USER not in unit
+    config_dir = Path(os.environ["XDG_CONFIG_HOME"])
+    assert not (config_dir / "systemd").exists() and not (config_dir / "assistantd").exists()
+    table = install(tmp_path, "--dry-run", "--proxy-env", "config", env=SHELL).stdout
+    assert (
+        '[network]\nproxy = "http://***@proxy.example:3128"\n'
+        'no_proxy = ["localhost", "127.0.0.1"]\nca_bundle = "/etc/ssl/corp-root.pem"\n'
+    ) in table
+    assert "Environment=HTTPS_PROXY" not in table and PASSWORD not in table
+    note = install(tmp_path, "--dry-run", env=SHELL).stdout
+    assert "note: this shell has HTTPS_PROXY=http://***@proxy.example:3128" in note
+    assert "--proxy-env config" in note and "Environment=HTTPS_PROXY" not in note
+
+
+def test_install_writes_a_unit_systemd_accepts_with_the_proxy(tmp_path: Path) -> None:
+    """--proxy-env unit writes the service with the variables (readable by the user only)
+    and says so; systemd-analyze verify accepts it."""
+    done = install(tmp_path, "--proxy-env", "unit", env=SHELL)
+    service = Path(os.environ["XDG_CONFIG_HOME"]) / "systemd" / "user" / "assistantd.service"
+    text = service.read_text()
+    assert f"Environment=HTTPS_PROXY={SHELL['HTTPS_PROXY']}" in text.splitlines()
+    assert service.stat().st_mode & 0o077 == 0
+    assert "carried HTTPS_PROXY=http://***@proxy.example:3128, NO_PROXY=" in done.stdout
+    assert PASSWORD not in done.stdout
+    checked = subprocess.run(
+        ["systemd-analyze", "verify", "--user", str(service), str(service.with_suffix(".socket"))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (checked.returncode, checked.stderr) == (0, ""), checked.stderr
+
+
+def test_install_carries_the_proxy_into_the_config(
+    tmp_path: Path, make_daemon: Any, upstream: Upstream, proxy: Tinyproxy
+) -> None:
+    """--proxy-env config adds the shell's proxy to the config's [network] and says so; a
+    daemon started with that config and no proxy variables reaches its provider only
+    through that proxy."""
+    done = install(tmp_path, "--proxy-env", "config", env={"HTTPS_PROXY": proxy.url})
+    config_file = Path(os.environ["XDG_CONFIG_HOME"]) / "assistantd" / "config.toml"
+    assert f"carried HTTPS_PROXY=http://***@127.0.0.1:{proxy.port} into the [network]" in (
+        done.stdout
+    )
+    written = config_file.read_text()
+    assert written == f'[network]\nproxy = "{proxy.url}"\n'
+    d: Daemon = make_daemon(fake_provider_config(upstream) + "\n" + written)
+    assert "HTTPS_PROXY" not in d.env and "https_proxy" not in d.env
+    assert chat(d)["text"] == "You said: through the proxy"
+    assert [line.split()[1] for line in proxy.requests()] == [
+        f"http://127.0.0.1:{upstream.port}/v1/chat/completions"
+    ]
