@@ -114,7 +114,7 @@ def chat_once(
     first: bool = True,
 ) -> dict[str, Any] | None:
     a = ctl.args
-    streaming = not a.no_stream and not a.json
+    streaming = not a.no_stream and not a.json and a.schema is None
     params = {
         "message": message,
         "conversation_id": conversation_id,
@@ -127,6 +127,7 @@ def chat_once(
         "context": context or None,
         "stream": not a.no_stream,
         "top_logprobs": a.logprobs,
+        "schema": a.schema,
     }
 
     progress = Progress(tty=sys.stderr.isatty() and not a.json)
@@ -145,6 +146,9 @@ def chat_once(
         progress.clear()
     if a.json:
         dump_json(result)
+        return dict(result)
+    if a.schema is not None and result["finish_reason"] != "cancelled":
+        print(json.dumps(result["json"], ensure_ascii=False))  # one line, for jq
         return dict(result)
     if not streaming:
         sys.stdout.write(result["text"])
@@ -190,8 +194,13 @@ class Progress:
 def cmd_chat(ctl: Ctl) -> int:
     a = ctl.args
     message = " ".join(a.message).strip()
-    context: list[dict[str, str]] = []
-    if not sys.stdin.isatty():
+    try:
+        context = attachments(a.attach or [], a.type)
+        a.schema = load_schema(a.schema)
+    except ValueError as e:
+        print(f"assistantctl: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if "-" not in (a.attach or []) and not sys.stdin.isatty():
         piped = sys.stdin.read()
         if message and piped.strip():
             context.append({"name": "stdin", "text": piped})
@@ -208,6 +217,42 @@ def cmd_chat(ctl: Ctl) -> int:
         print("assistantctl: no message given (as an argument or on stdin)", file=sys.stderr)
         return EXIT_USAGE
     return repl(ctl, cid)
+
+
+MAX_INLINE = 12 * 1024 * 1024  # base64 of it fits the protocol's 16 MiB line
+
+
+def attachments(specs: list[str], mime: str | None) -> list[dict[str, str]]:
+    """``-a`` items: a file by its absolute path (the daemon reads it); ``-`` is stdin,
+    sent inline (base64), typed by ``--type`` or by the daemon's sniffing."""
+    import base64
+
+    out: list[dict[str, str]] = []
+    for spec in specs:
+        if spec != "-":
+            out.append({"path": os.path.abspath(os.path.expanduser(spec))})  # noqa: PTH100, PTH111
+            continue
+        data = sys.stdin.buffer.read(MAX_INLINE + 1)
+        if len(data) > MAX_INLINE:
+            raise ValueError("-a -: stdin is too large to send inline; attach it as a file")
+        item = {"name": "stdin", "data": base64.b64encode(data).decode("ascii")}
+        out.append({**item, "type": mime} if mime else item)
+    return out
+
+
+def load_schema(spec: str | None) -> Any:
+    """``--schema``: inline JSON, or a file holding it."""
+    if spec is None:
+        return None
+    try:
+        if spec.lstrip().startswith("{"):
+            return json.loads(spec)
+        with open(spec, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        raise ValueError(f"--schema: cannot read {spec}: {e.strerror}") from None
+    except ValueError as e:
+        raise ValueError(f"--schema: not JSON: {e}") from None
 
 
 def repl(ctl: Ctl, cid: str | None) -> int:
@@ -787,6 +832,17 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--max-tokens", type=int)
     c.add_argument("--no-stream", action="store_true")
     c.add_argument("-v", "--verbose", action="store_true", help="print usage after the answer")
+    c.add_argument(
+        "-a",
+        "--attach",
+        action="append",
+        metavar="FILE",
+        help="attach a file: text, an image or a PDF (repeatable); - reads stdin",
+    )
+    c.add_argument("--type", metavar="MIME", help="-a -: the type of stdin (default: sniffed)")
+    c.add_argument(
+        "--schema", metavar="FILE|JSON", help="answer as JSON under this JSON Schema; print it only"
+    )
     c.set_defaults(func=cmd_chat)
 
     s = sub.add_parser("summarize", parents=[common], help="summarize a web page, or stdin with -")

@@ -10,6 +10,8 @@ import json
 import os
 import stat
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 
 from assistantd.client import RpcError
-from tests.conftest import Daemon, fake_provider_config
+from tests.conftest import ROOT, Daemon, fake_provider_config
 from tests.upstream import Upstream
 
 
@@ -272,3 +274,42 @@ def test_export_carries_blobs(daemon: Daemon, upstream: Upstream, tmp_path: Path
     sha = hashlib.sha256(image).hexdigest()
     blob = data_dir() / "blobs" / sha[:2] / sha
     assert f"[green.png]({blob.as_uri()}) (image/png, {len(image)} bytes)" in md
+
+
+def run_cli(
+    d: Daemon, *args: str, stdin: bytes = b"", cwd: Path | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    env = {**d.env, "ASSISTANTD_SOCKET": str(d.socket), "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "assistantd.cli", *args],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        cwd=cwd or ROOT,
+        timeout=60,
+    )
+
+
+def test_cli_attach_files_and_stdin(daemon: Daemon, upstream: Upstream, tmp_path: Path) -> None:
+    """`assistantctl chat -a FILE -a FILE` (relative to the client's folder) and `-a -` (stdin,
+    typed by --type or sniffed) reach the provider as image parts and text."""
+    image = png()
+    (tmp_path / "shot.png").write_bytes(image)
+    (tmp_path / "notes.txt").write_text("remember FACT-7\n")
+    p = run_cli(daemon, "chat", "-a", "shot.png", "-a", "notes.txt", "look", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    url = "data:image/png;base64," + base64.b64encode(image).decode()
+    assert last_user(upstream) == [
+        {
+            "type": "text",
+            "text": 'look\n\n<context name="notes.txt">\nremember FACT-7\n\n</context>',
+        },
+        {"type": "image_url", "image_url": {"url": url}},
+    ]
+    for extra in (["--type", "image/png"], []):
+        upstream.reset()
+        p = run_cli(daemon, "chat", "-a", "-", *extra, "and this?", stdin=image)
+        assert p.returncode == 0, p.stderr
+        assert last_user(upstream)[1] == {"type": "image_url", "image_url": {"url": url}}
+    p = run_cli(daemon, "chat", "-a", str(tmp_path / "missing.png"), "hm")
+    assert p.returncode != 0 and b"no such file" in p.stderr
