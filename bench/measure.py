@@ -60,15 +60,18 @@ class ViaDaemon:
 
     def __init__(self, daemon: DaemonProc) -> None:
         self.client = daemon.client()
+        self.deltas = 0  # chat/delta notifications in the last answer
 
     def once(self, prompt: str) -> tuple[float, float, int]:
         t0 = time.perf_counter()
         first, n = 0.0, 0
+        self.deltas = 0
 
         def on_notify(method: str, params: dict[str, Any]) -> None:
             nonlocal first, n
             if method == "chat/delta":
                 n += len(params["text"].split())  # chunks: deltas can join queued ones
+                self.deltas += 1
                 first = first or time.perf_counter()
 
         self.client.call("chat/send", {"message": prompt}, on_notify=on_notify)
@@ -161,7 +164,7 @@ def bench_relay(rows: list[Row], d: DaemonProc, up: UpstreamProc, runs: int) -> 
     prompt = "[[words:500]] relay"
     direct, via = Direct(up.base_url), ViaDaemon(d)
     direct.once(prompt), via.once(prompt)
-    dt, vt = [], []
+    dt, vt, deltas = [], [], []
     for _ in range(runs):
         _, total, n = direct.once(prompt)
         assert n == 500, n
@@ -169,6 +172,7 @@ def bench_relay(rows: list[Row], d: DaemonProc, up: UpstreamProc, runs: int) -> 
         _, total, n = via.once(prompt)
         assert n == 500, n
         vt.append(total)
+        deltas.append(via.deltas)
     direct_s, via_s = median(dt), median(vt)
     s = "2 relay"
     rows += [
@@ -192,7 +196,10 @@ def bench_relay(rows: list[Row], d: DaemonProc, up: UpstreamProc, runs: int) -> 
         ),
         Row(s, "relay overhead per chunk (via − direct)", (via_s - direct_s) / 500 * 1e6, "µs"),
     ]
-    return {"direct_s": dt, "via_daemon_s": vt, "chunks": 500}
+    rows.append(
+        Row(s, "chat/delta notifications for 500 chunks (joined when behind)", median(deltas), "")
+    )
+    return {"direct_s": dt, "via_daemon_s": vt, "chunks": 500, "deltas": deltas}
 
 
 async def _stream_via(path: Path, i: int, gate: asyncio.Event, prompt: str) -> dict[str, Any]:
