@@ -253,11 +253,11 @@ class Store:
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
-        except BaseException:
+            db.execute("COMMIT")
+        except BaseException:  # a failed COMMIT too: never leave it open for the next write
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     @property
     def db(self) -> sqlite3.Connection:
