@@ -161,6 +161,7 @@ class Daemon:
         self.config_path = config_path
         self.data_dir = data_dir
         self.config_error: str | None = None
+        self._config_stamp: tuple[int, int, int] | None = None  # the file last read
         self.config = self._read_config() or config.Config()
         self.registry = Registry()
         self.store = Store(data_dir / "conversations.sqlite3")
@@ -187,7 +188,15 @@ class Daemon:
 
     # -- config --------------------------------------------------------------------
 
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.config_path.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
     def _read_config(self) -> config.Config | None:
+        self._config_stamp = self._stamp()
         try:
             cfg = config.load(self.config_path)
         except config.ConfigError as e:
@@ -221,15 +230,19 @@ class Daemon:
         def only_config(change: Any, path: str) -> bool:
             return str(Path(path).resolve()) == target
 
-        async for _ in watchfiles.awatch(
+        # The watch starts a while after the first read (the import above): a change made
+        # meanwhile has no event, so the file's stamp is also checked at each quiet timeout.
+        async for changes in watchfiles.awatch(
             folder,
             watch_filter=only_config,
             debounce=200,
             step=50,
             stop_event=self.stopping,
             recursive=False,
+            yield_on_timeout=True,
         ):
-            self.reload()
+            if changes or self._stamp() != self._config_stamp:
+                self.reload()
 
     def default_model(self) -> str:
         return self.default_model_and_source()[0]
