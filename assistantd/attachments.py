@@ -277,7 +277,8 @@ class Blobs:
         """Keep ``data`` once (an existing blob is left as it is); its hash."""
         sha = hashlib.sha256(data).hexdigest()
         dest = self.path(sha)
-        if dest.exists():
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(dest)  # kept: marked as just used, so a delete's clean-up spares it
             return sha
         for folder in (self.folder, dest.parent):
             folder.mkdir(mode=0o700, exist_ok=True)
@@ -295,6 +296,17 @@ class Blobs:
                 tmp.unlink()
             raise
         return sha
+
+    def drop(self, sha256: str, younger_than_s: float = 0.0) -> bool:
+        """Remove a blob unless it was written or reused in the last ``younger_than_s``."""
+        path = self.path(sha256)
+        try:
+            if time.time() - path.stat().st_mtime < younger_than_s:
+                return False
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     def get(self, sha256: str) -> bytes | None:
         """A blob's bytes; None when it is gone."""

@@ -130,6 +130,9 @@ def _missing(cid: str) -> errors.NotFound:
     return errors.NotFound(f"no conversation {cid!r}", kind="conversation", id=cid)
 
 
+BLOB_GRACE_S = 60.0
+
+
 class Conversations:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -198,10 +201,31 @@ class Conversations:
         return RenameResult(id=p.id, title=p.title)
 
     async def delete(self, p: IdParams, ctx: RequestContext) -> DeleteResult:
-        """Delete a conversation and its messages."""
+        """Delete a conversation and its messages, and the blobs only it referred to."""
+        shas = await self.store.run(self._blob_refs, p.id)
         if not await self.store.run(self.store.delete, p.id):
             raise _missing(p.id)
+        if shas:
+            await self.store.run(self._drop_unreferenced, shas)
         return DeleteResult(id=p.id, deleted=True)
+
+    def _blob_refs(self, cid: str) -> set[str]:
+        rows = self.store.db.execute(
+            "SELECT context FROM messages WHERE conversation_id=? AND context LIKE '%sha256%'",
+            (cid,),
+        )
+        return {a["sha256"] for (ctx,) in rows for a in json.loads(ctx) if a.get("sha256")}
+
+    def _drop_unreferenced(self, shas: set[str]) -> None:
+        """Remove the blobs no message refers to any more (on the store's thread, after
+        the delete). One written in the last minute is kept: a ``chat/send`` may be
+        about to store the message that refers to it."""
+        for sha in shas:
+            used = self.store.db.execute(
+                "SELECT 1 FROM messages WHERE context LIKE ? LIMIT 1", (f"%{sha}%",)
+            ).fetchone()
+            if not used:
+                self.blobs.drop(sha, younger_than_s=BLOB_GRACE_S)
 
     async def fork(self, p: ForkParams, ctx: RequestContext) -> ForkResult:
         """A new conversation with the history up to and including ``message_id``."""

@@ -200,6 +200,11 @@ def test_refusals_store_nothing(daemon: Daemon, upstream: Upstream, tmp_path: Pa
         ([{"path": "/dev/zero"}], "unsupported_type"),
         ([{"path": str(tmp_path)}], "unsupported_type"),
         (
+            [{"name": "x.pdf", "data": base64.b64encode(b"%PDF-1.4\nbroken").decode()}],
+            "unsupported_type",
+        ),
+        ([{"name": "x", "data": "not base64!"}], "bad_data"),
+        (
             [{"name": "x", "data": base64.b64encode(b"plain").decode(), "type": "image/png"}],
             "unsupported_type",
         ),
@@ -313,3 +318,45 @@ def test_cli_attach_files_and_stdin(daemon: Daemon, upstream: Upstream, tmp_path
         assert last_user(upstream)[1] == {"type": "image_url", "image_url": {"url": url}}
     p = run_cli(daemon, "chat", "-a", str(tmp_path / "missing.png"), "hm")
     assert p.returncode != 0 and b"no such file" in p.stderr
+
+
+def test_delete_removes_blobs_no_one_refers_to(
+    daemon: Daemon, upstream: Upstream, tmp_path: Path
+) -> None:
+    """Deleting a conversation removes its blobs once no message (a fork's) refers to them;
+    a blob written in the last minute is spared (a send may be about to refer to it)."""
+    image = png(rgb=(9, 9, 9))
+    f = tmp_path / "x.png"
+    f.write_bytes(image)
+    sha = hashlib.sha256(image).hexdigest()
+    blob = data_dir() / "blobs" / sha[:2] / sha
+    a = send(daemon, message="look", context=[{"path": str(f)}])["conversation_id"]
+    b = daemon.call("conversations/fork", {"id": a})["id"]
+    old = time.time() - 3600
+    os.utime(blob, (old, old))  # past the grace minute
+    daemon.call("conversations/delete", {"id": a})
+    assert blob.exists()  # the fork still refers to it
+    daemon.call("conversations/delete", {"id": b})
+    assert not blob.exists()
+    c = send(daemon, message="look again", context=[{"path": str(f)}])["conversation_id"]
+    daemon.call("conversations/delete", {"id": c})
+    assert blob.exists()  # written a moment ago: spared
+
+
+@pytest.mark.parametrize(
+    ("head", "mime"),
+    [
+        (png()[:16], "image/png"),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "image/jpeg"),
+        (b"GIF89a\x01\x00\x01\x00", "image/gif"),
+        (b"RIFF\x24\x00\x00\x00WEBPVP8 ", "image/webp"),
+        (b"\n%PDF-1.7\n", "application/pdf"),
+        (b"%PNG is not a PNG", None),
+        (b"just text", None),
+    ],
+)
+def test_sniff_types_by_magic_bytes(head: bytes, mime: str | None) -> None:
+    """Each kind taken is told by its first bytes; anything else is not sniffed as one."""
+    from assistantd.attachments import sniff
+
+    assert sniff(head) == mime
