@@ -20,7 +20,18 @@ from assistantd.client import Client
 from tests.upstream import Upstream
 
 ROOT = Path(__file__).resolve().parent.parent
-KEY_VARS = ("OPENAI_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY", "XAI_API_KEY", "PLAMO_API_KEY")
+KEY_VARS = (
+    "OPENAI_API_KEY",
+    "GOOGLE_API_KEY",
+    "GEMINI_API_KEY",
+    "XAI_API_KEY",
+    "PLAMO_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "OPENROUTER_API_KEY",
+    "GROQ_API_KEY",
+    "DEEPSEEK_API_KEY",
+    "MISTRAL_API_KEY",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -23,13 +23,6 @@ NEW = {
 }
 
 
-@pytest.fixture(autouse=True)
-def no_preset_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The new presets' env vars are unset unless a test sets them."""
-    for var in NEW.values():
-        monkeypatch.delenv(var, raising=False)
-
-
 def send(d: Daemon, **params: Any) -> dict[str, Any]:
     with d.client() as c:
         result: dict[str, Any] = c.call("chat/send", params)

@@ -319,3 +319,50 @@ def test_install_carries_the_proxy_into_the_config(
     assert [line.split()[1] for line in proxy.requests()] == [
         f"http://127.0.0.1:{upstream.port}/v1/chat/completions"
     ]
+
+
+@pytest.mark.parametrize(
+    ("host", "direct"),
+    [
+        ("intranet.example", True),
+        ("wiki.intranet.example", True),
+        ("intranet.example.org", False),
+        ("sub.corp.example", True),
+        ("corp.example", False),
+        ("10.1.2.3", True),
+        ("10.2.0.1", False),
+        ("::1", True),
+        ("localhost", True),
+        ("api.openai.com", False),
+    ],
+)
+def test_no_proxy_matching(host: str, direct: bool) -> None:
+    """no_proxy entries match as NO_PROXY does: a name and its subdomains, a leading dot
+    for subdomains only, addresses, CIDR blocks, host:port by its host."""
+    from assistantd.config import NetworkConfig
+    from assistantd.network import Network
+
+    net = Network.from_config(
+        NetworkConfig(
+            proxy="http://p:1",
+            no_proxy=["intranet.example", ".corp.example, 10.1.0.0/16", "[::1]", "localhost:8080"],
+        )
+    )
+    assert net.bypass(host) is direct
+
+
+def test_unreadable_ca_bundle_is_a_clear_error(
+    make_daemon: Any, upstream: Upstream, pages: Pages, tmp_path: Path
+) -> None:
+    """A ca_bundle that cannot be read fails a chat with -32003 and a summary (its
+    provider or its page fetch) with an error, each naming the file."""
+    missing = tmp_path / "no-such-root.pem"
+    d: Daemon = make_daemon(
+        fake_provider_config(upstream, extra=f'\n[network]\nca_bundle = "{missing}"\n')
+    )
+    with pytest.raises(RpcError) as e:
+        chat(d)
+    assert e.value.code == -32003 and str(missing) in e.value.message
+    with pytest.raises(RpcError) as e:
+        d.call("summarize/url", {"url": pages.url(PAGE)})
+    assert e.value.code in (-32003, -32006) and str(missing) in e.value.message
