@@ -84,10 +84,15 @@ class Loaded:
     text: str | None = None  # text, or a PDF's extracted text
     data: bytes | None = None  # an image's or a PDF's bytes, kept as a blob
     path: str | None = None
+    sha256: str | None = None  # of ``data``
+    url: str | None = None  # an image's data URL
 
-    @property
-    def sha256(self) -> str | None:
-        return hashlib.sha256(self.data).hexdigest() if self.data is not None else None
+    def __post_init__(self) -> None:
+        # Hashing and encoding 20 MB take tens of ms: done here, off the event loop.
+        if self.data is not None:
+            self.sha256 = hashlib.sha256(self.data).hexdigest()
+            if self.kind == "image":
+                self.url = data_url(self.type, self.data)
 
     def stored(self) -> dict[str, Any]:
         """What the message keeps: text as text, binary kinds by their blob's hash."""

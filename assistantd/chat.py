@@ -281,13 +281,7 @@ class Chat:
             if summary:  # the stored summary stands in for the turns it covers
                 history = [m for m in history if m["seq"] > summary["upto_seq"]]
             images = await self._images(turn, history)
-            images.update(
-                {
-                    a.sha256 or "": attachments.data_url(a.type, a.data or b"")
-                    for a in loaded
-                    if a.kind == "image"
-                }
-            )
+            images.update({a.sha256: a.url for a in loaded if a.sha256 and a.url})
             context = [a.stored() for a in loaded]
             new_msg = render(
                 {"role": "user", "content": params.message, "context": context}, images
