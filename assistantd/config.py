@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class _Strict(BaseModel):
@@ -73,14 +73,30 @@ class NetworkConfig(_Strict):
     systemd or launchd does not see the shell's ``HTTPS_PROXY`` or ``SSL_CERT_FILE``;
     these say the same in the config. See assistantd/network.py."""
 
-    # "http://[user:pass@]host:port" (or https://, socks5://); every provider request and
-    # page fetch goes through it, loopback too, except the hosts of no_proxy.
+    # "http://[user:pass@]host:port" (or https://); every provider request and page
+    # fetch goes through it, loopback too, except the hosts of no_proxy.
     proxy: str | None = Field(default=None, min_length=1)
     # Hosts reached directly, as in NO_PROXY: "example.com" (and its subdomains),
     # ".example.com" (subdomains only), an IP address, "localhost", "*" (everything).
     no_proxy: list[str] = []
     ca_bundle: str | None = Field(default=None, min_length=1)  # PEM file trusted as well
     timeout_s: float | None = Field(default=None, gt=0)  # connect timeout, and providers' read
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError:
+            raise ValueError("not a URL (http://host:port)") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("a proxy is an http:// or https:// URL with a host (http://host:port)")
+        return value
 
 
 class RoleConfig(_Strict):

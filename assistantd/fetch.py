@@ -240,7 +240,7 @@ async def fetch(
     except BadNetworkConfig as e:
         raise _fail(str(e), url, "unreachable") from None
     # No proxy from the environment (trust_env=False); SSL_CERT_* still count (verify).
-    transport = net.transport() if net.proxy else httpx2.AsyncHTTPTransport(verify=verify)
+    transport = net.transport(verify) if net.proxy else httpx2.AsyncHTTPTransport(verify=verify)
     validators = (("If-None-Match", etag), ("If-Modified-Since", last_modified))
     conditional = {k: v for k, v in validators if v}
     where: Reach | None = None

@@ -111,12 +111,12 @@ class Network:
                 ) from None
         return ctx
 
-    def transport(self, **kw: Any) -> httpx2.AsyncBaseTransport:
+    def transport(self, ctx: ssl.SSLContext | None = None, **kw: Any) -> httpx2.AsyncBaseTransport:
         """A transport for these settings: with a proxy, a router between a proxied and a
         direct pool; else direct. ``kw`` go to each pool (``limits``...)."""
         import httpx2
 
-        ctx = self.ssl_context()
+        ctx = ctx or self.ssl_context()
         direct = httpx2.AsyncHTTPTransport(verify=ctx, trust_env=False, **kw)
         if self.proxy is None:
             return direct

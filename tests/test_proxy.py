@@ -366,3 +366,14 @@ def test_unreadable_ca_bundle_is_a_clear_error(
     with pytest.raises(RpcError) as e:
         d.call("summarize/url", {"url": pages.url(PAGE)})
     assert e.value.code in (-32003, -32006) and str(missing) in e.value.message
+
+
+@pytest.mark.parametrize(
+    "bad", ["proxy.corp:3128", "socks4://p:1080", "http://:3128", "http://p:x"]
+)
+def test_a_proxy_that_is_not_an_http_url_is_a_config_error(bad: str) -> None:
+    """[network] proxy must be an http(s) URL with a host; else the config error names it."""
+    from assistantd import config
+
+    with pytest.raises(config.ConfigError, match=r"config.toml:line 3: network.proxy"):
+        config.parse(f'# corp\n[network]\nproxy = "{bad}"\n')
