@@ -148,7 +148,8 @@ def test_dry_run_shows_everything_and_writes_nothing() -> None:
 
 def test_launchd_plan_on_macos(capsys: pytest.CaptureFixture[str]) -> None:
     """On macOS install plans a LaunchAgent plist running this assistantd and a bootstrap line."""
-    code = install.install(argparse.Namespace(dry_run=True, platform="darwin"))
+    # proxy_env="no": this shell's proxy or CA variables, if any, are not the point here
+    code = install.install(argparse.Namespace(dry_run=True, platform="darwin", proxy_env="no"))
     out = capsys.readouterr().out
     assert code == 0
     target = Path.home() / "Library" / "LaunchAgents" / "org.assistantd.plist"
