@@ -452,7 +452,7 @@ class Daemon:
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         server = await asyncio.start_unix_server(
-            self.server.handle, sock=listener.sock, limit=framing.MAX_MESSAGE + 2
+            self.server.handle, sock=listener.sock, limit=framing.STREAM_LIMIT
         )
         log.info("assistantd %s serving %s (pid %d)", __version__, self.socket_path, os.getpid())
         notify_systemd("READY=1")

@@ -13,7 +13,10 @@ import json
 from typing import Any
 
 MAX_MESSAGE = 16 * 1024 * 1024  # bytes; a longer message closes the connection
-CHUNK = 64 * 1024  # bytes taken from the stream at a time; the loop is yielded after each
+CHUNK = 256 * 1024  # bytes taken from the stream at a time; the loop is yielded after each
+# The server's StreamReader limit: it buffers at most twice this before it stops reading
+# the socket (this reader keeps its own buffer, so a big limit only costs memory).
+STREAM_LIMIT = CHUNK
 _BLANK = b" \t\r\n"
 
 
