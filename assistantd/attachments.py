@@ -235,6 +235,12 @@ def load_one(
     """Read, type and check one context item (a blocking call: run it off the loop)."""
     if text is not None:
         label = name or "text"
+        if declared and not _texty(declared.split(";")[0].strip().lower()):
+            raise refuse(
+                f"{label}: a text item cannot be {declared} (send images and PDFs as data)",
+                "unsupported_type",
+                name=label,
+            )
         check_size(len(text.encode("utf-8", "surrogatepass")), "text", label)
         return Loaded(label, declared or "text/plain", "text", text=text)
     if path is not None:

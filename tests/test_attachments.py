@@ -204,6 +204,7 @@ def test_refusals_store_nothing(daemon: Daemon, upstream: Upstream, tmp_path: Pa
             "unsupported_type",
         ),
         ([{"name": "x", "data": "not base64!"}], "bad_data"),
+        ([{"name": "x", "text": "hi", "type": "image/png"}], "unsupported_type"),
         (
             [{"name": "x", "data": base64.b64encode(b"plain").decode(), "type": "image/png"}],
             "unsupported_type",
