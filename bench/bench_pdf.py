@@ -1,5 +1,5 @@
 """PDF text extraction: import time and extraction time of pypdf and pdfminer.six, each in a
-cold process, on a real PDF (default: Debian's shared-mime-info spec, 140 KB, 36 pages).
+cold process, on a real PDF (default: Debian's shared-mime-info spec, 140 KB, 17 pages).
 
     .venv/bin/python bench/bench_pdf.py [PDF] [--runs N]
 
