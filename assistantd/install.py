@@ -182,7 +182,8 @@ def _choose(found: dict[str, str], asked: str | None, dry_run: bool) -> str:
         return {"": "config", "c": "config", "u": "unit"}.get(answer.strip().lower()[:1], "no")
     print(
         f"note: this shell has {shown(found)}; a service does not see them: "
-        "--proxy-env config (the config's [network]) or --proxy-env unit carries them"
+        "--proxy-env config (the config's [network]) or --proxy-env unit carries them",
+        file=sys.stderr,
     )
     return "no"
 

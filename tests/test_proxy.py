@@ -262,7 +262,8 @@ SHELL = {
 def test_install_dry_run_shows_the_carried_variables(tmp_path: Path) -> None:
     """--dry-run --proxy-env unit shows the service with the shell's proxy variables in its
     environment (the password as ***) and writes nothing; --proxy-env config shows the
-    [network] table it would add; with neither, install only says what the shell has."""
+    [network] table it would add; with neither, install only says (on stderr) what the
+    shell has."""
     unit = install(tmp_path, "--dry-run", "--proxy-env", "unit", env=SHELL).stdout
     assert "Environment=HTTPS_PROXY=http://***@proxy.example:3128" in unit
     assert "Environment=NO_PROXY=localhost,127.0.0.1" in unit
@@ -276,9 +277,10 @@ def test_install_dry_run_shows_the_carried_variables(tmp_path: Path) -> None:
         'no_proxy = ["localhost", "127.0.0.1"]\nca_bundle = "/etc/ssl/corp-root.pem"\n'
     ) in table
     assert "Environment=HTTPS_PROXY" not in table and PASSWORD not in table
-    note = install(tmp_path, "--dry-run", env=SHELL).stdout
-    assert "note: this shell has HTTPS_PROXY=http://***@proxy.example:3128" in note
-    assert "--proxy-env config" in note and "Environment=HTTPS_PROXY" not in note
+    plain = install(tmp_path, "--dry-run", env=SHELL)
+    assert "note: this shell has HTTPS_PROXY=http://***@proxy.example:3128" in plain.stderr
+    assert "--proxy-env config" in plain.stderr and PASSWORD not in plain.stderr
+    assert plain.stdout.startswith("# ") and "Environment=HTTPS_PROXY" not in plain.stdout
 
 
 def test_install_writes_a_unit_systemd_accepts_with_the_proxy(tmp_path: Path) -> None:
