@@ -15,6 +15,7 @@ A proxy URL's user and password are never shown or logged: ``redact`` hides them
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -149,11 +150,11 @@ def in_use(net: Network) -> tuple[str | None, ProxySource | None]:
     """(the proxy provider requests use, redacted; where it is set: config/environment)."""
     if net.proxy:
         return redact(net.proxy), "config"
-    import urllib.request
-
-    env = urllib.request.getproxies()
-    found = env.get("https") or env.get("all") or env.get("http")
-    return (redact(found), "environment") if found else (None, None)
+    for scheme in ("https", "all", "http"):  # as urllib.request.getproxies reads them
+        name = f"{scheme}_proxy"
+        if found := os.environ.get(name) or os.environ.get(name.upper()):
+            return redact(found), "environment"
+    return None, None
 
 
 def _is_ip(text: str) -> bool:

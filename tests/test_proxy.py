@@ -379,3 +379,20 @@ def test_a_proxy_that_is_not_an_http_url_is_a_config_error(bad: str) -> None:
 
     with pytest.raises(config.ConfigError, match=r"config.toml:line 3: network.proxy"):
         config.parse(f'# corp\n[network]\nproxy = "{bad}"\n')
+
+
+def test_an_environment_proxy_is_shown_and_used_by_providers(
+    make_daemon: Any, upstream: Upstream, pages: Pages, proxy: Tinyproxy
+) -> None:
+    """Without [network], a daemon whose own environment has HTTPS_PROXY/HTTP_PROXY uses it
+    for provider requests and shows it (source "environment"); page fetches stay direct."""
+    d: Daemon = make_daemon(
+        fake_provider_config(upstream), env={"HTTP_PROXY": proxy.url, "HTTPS_PROXY": proxy.url}
+    )
+    s = d.call("daemon/status")
+    assert (s["proxy"], s["proxy_source"]) == (f"http://***@127.0.0.1:{proxy.port}", "environment")
+    chat(d)
+    assert len(proxy.requests()) == 1
+    assert d.call("summarize/url", {"url": pages.url(PAGE)})["title"].startswith("bisect")
+    assert len(proxy.requests()) >= 2  # the summary's model requests, not the page
+    assert not any(f":{pages.port}/" in line for line in proxy.requests())
