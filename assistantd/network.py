@@ -19,7 +19,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     import ssl
@@ -36,15 +35,16 @@ class BadNetworkConfig(ValueError):
 
 
 def redact(url: str) -> str:
-    """``url`` with any user and password replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(an invalid URL)"
-    if "@" not in parts.netloc:
+    """``url`` with any user and password replaced by ``***`` (also in an environment
+    variable's ``user:pass@host:port`` without a scheme)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    if "@" not in rest:
         return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"***@{host}").geturl()
+    # Up to the last "@": a password may hold a raw "/" or "@" (a path rarely has one,
+    # and then more is hidden, never less).
+    return f"{scheme}{sep}***@{rest.rsplit('@', 1)[1]}"
 
 
 @dataclass(frozen=True)

@@ -396,3 +396,20 @@ def test_an_environment_proxy_is_shown_and_used_by_providers(
     assert d.call("summarize/url", {"url": pages.url(PAGE)})["title"].startswith("bisect")
     assert len(proxy.requests()) >= 2  # the summary's model requests, not the page
     assert not any(f":{pages.port}/" in line for line in proxy.requests())
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://user:pw@proxy:3128", "http://***@proxy:3128"),
+        ("user:pw@proxy:3128", "***@proxy:3128"),
+        ("http://user:p/w@d@proxy:3128/", "http://***@proxy:3128/"),
+        ("http://proxy:3128", "http://proxy:3128"),
+    ],
+)
+def test_redact_hides_user_and_password(url: str, shown: str) -> None:
+    """A proxy URL is shown without its user and password, even without a scheme or with
+    a raw "/" or "@" in the password."""
+    from assistantd.network import redact
+
+    assert redact(url) == shown
