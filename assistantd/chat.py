@@ -271,6 +271,7 @@ class Chat:
         try:
             turn = self.resolve(params.model, params.provider, params.max_tokens, conv)
             loaded = await self._load(params, turn)
+            await self._starting_local(turn.provider, ctx)
             await self.providers.client(turn.provider)  # fails early: no key, dead local server
             conversation_var.set(cid)
             history = await self.store.run(self.store.messages, cid) if cid else []
@@ -332,6 +333,13 @@ class Chat:
         finally:
             if cid:
                 self.busy.discard(cid)
+
+    async def _starting_local(self, p: Provider, ctx: RequestContext) -> None:
+        """Tell the client once when this request has to start a managed local server
+        first (that takes seconds): ``chat/progress {stage: "starting_local", name}``."""
+        if p.managed and not self.providers.local_ready(p.name):
+            with contextlib.suppress(ConnectionResetError):
+                await ctx.notify("chat/progress", {"stage": "starting_local", "name": p.name})
 
     async def _load(self, params: ChatParams, turn: Turn) -> list[Loaded]:
         """Read and check the request's attachments (and its schema) off the event loop;

@@ -55,6 +55,10 @@ class LocalConfig(_Strict):
     models: list[str] | None = None
     startup_timeout_s: float = Field(default=120, gt=0)
     max_tokens: int | None = Field(default=None, gt=0)  # an answer's length unless asked
+    # The prompt format (assistantd/prompt.py): a llama.cpp built-in template name
+    # ("gemma", "chatml", ...), "transcript", or a Jinja file's path. Default: the
+    # model's own template, else the one its architecture calls for.
+    chat_template: str | None = Field(default=None, min_length=1)
 
 
 class SummarizeConfig(_Strict):

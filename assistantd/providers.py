@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from assistantd import errors, secrets, tokens
 from assistantd.config import PRESETS, Config, LocalConfig, ProviderConfig
 from assistantd.network import BadNetworkConfig, Network
+from assistantd.prompt import Guard, TokenFilter
 
 if TYPE_CHECKING:
     import openai
@@ -204,6 +205,11 @@ class Providers:
         self._sdk: asyncio.Future[float] | None = None
         self.sdk_import_s: float | None = None  # how long the SDK took to import, once it did
         self._building = asyncio.Lock()  # one client built at a time, off the loop
+        # Set by the local server manager: each managed server's API key and prompt guard
+        # (stop sequences, template tokens), and whether it is ready (else a request starts it).
+        self.local_keys: dict[str, str] = {}
+        self.guards: dict[str, Guard] = {}
+        self.local_ready: Callable[[str], bool] = lambda name: True
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
@@ -318,7 +324,10 @@ class Providers:
                     provider=p.name,
                 )
             key = "no-key"  # the SDK insists on one; local servers ignore it
-        base_url = await self._base_url_hook(p) if p.managed and self._base_url_hook else p.base_url
+        base_url = p.base_url
+        if p.managed and self._base_url_hook:
+            base_url = await self._base_url_hook(p)
+            key = self.local_keys.get(p.name, key)  # the random key it was started with
         # A managed server is this machine's own: never through a proxy.
         net = Network() if p.managed else self.network
         ident = (base_url, key, net)
@@ -389,13 +398,23 @@ class Providers:
             kwargs["response_format"] = response_format
         if stream and p.stream_options:
             kwargs["stream_options"] = {"include_usage": True}
+        guard = self.guard(p)
+        if guard is not None and guard.stops:
+            kwargs["stop"] = list(guard.stops)
+        shown = _Shown(guard.filter(), on_delta) if guard is not None else None
         attempt = 0
         while True:
             try:
-                if stream:
-                    await self._stream(client, kwargs, out, on_delta)
-                else:
-                    await self._once(client, kwargs, out)
+                try:
+                    if stream:
+                        await self._stream(client, kwargs, out, shown.sink if shown else on_delta)
+                        if shown is not None:
+                            await shown.flush()
+                    else:
+                        await self._once(client, kwargs, out)
+                finally:
+                    if shown is not None:  # also for the partial text of a cancel or a break
+                        out.text = "".join(shown.parts) if stream else shown.whole(out.text)
                 if out.usage and self.on_usage is not None:
                     self.on_usage(p, model, out.usage)
                 if stream and not p.stream_options and out.usage is None:
@@ -428,6 +447,12 @@ class Providers:
                         f"lost the connection to {p.name}", provider=p.name, base_url=p.base_url
                     )
                 raise StreamBroken(err) if out.started else err from None
+
+    def guard(self, p: Provider) -> Guard | None:
+        """A local model's guard: a managed server's own, else the common template tokens."""
+        if not p.local:
+            return None
+        return self.guards.get(p.name) or Guard()
 
     async def _stream(
         self,
@@ -586,6 +611,32 @@ class Providers:
         return errors.UpstreamError(
             secrets.scrub(f"{p.name}: {e}"), provider=p.name, message=secrets.scrub(str(e))
         )
+
+
+class _Shown:
+    """The text of a local model's answer as the user sees it: template tokens removed
+    (by ``tokens``) before each delta reaches ``on_delta``."""
+
+    def __init__(self, tokens: TokenFilter, on_delta: OnDelta | None) -> None:
+        self.tokens, self.on_delta = tokens, on_delta
+        self.parts: list[str] = []
+
+    async def sink(self, text: str, lps: list[dict[str, Any]] | None) -> None:
+        shown = self.tokens.feed(text)
+        self.parts.append(shown)
+        if self.on_delta is not None and (shown or lps):
+            await self.on_delta(shown, lps)
+
+    def whole(self, text: str) -> str:
+        """A whole answer at once (not streamed)."""
+        return self.tokens.feed(text) + self.tokens.flush()
+
+    async def flush(self) -> None:
+        """The held-back tail, at the end of the answer (it began no template token)."""
+        if rest := self.tokens.flush():
+            self.parts.append(rest)
+            if self.on_delta is not None:
+                await self.on_delta(rest, None)
 
 
 def _new_client(key: str, base_url: str, timeout_s: float, net: Network) -> openai.AsyncOpenAI:

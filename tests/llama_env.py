@@ -115,3 +115,31 @@ class UserServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+# Ten everyday questions: the bundled model's answers to them decided its prompt format
+# (docs/local-models.md), and a test asks them through the daemon.
+QUESTIONS = (
+    "Why is the sky blue?",
+    "Name three colors.",
+    "What is the capital of France?",
+    "How do I list the files in a directory on Linux?",
+    "What is 12 times 12?",
+    "How do I boil an egg?",
+    "What is the largest planet in the solar system?",
+    "Who wrote Romeo and Juliet?",
+    "What is water made of?",
+    "How do you say thank you in Spanish?",
+)
+
+
+def api_key(pid: int) -> str:
+    """The API key a managed llama-server was started with (from its environment)."""
+    return environ(pid)[llama.API_KEY_ENV]
+
+
+def environ(pid: int) -> dict[str, str]:
+    """A process's environment, as the kernel holds it."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(): v.decode(errors="replace") for k, v in pairs}

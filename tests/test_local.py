@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +24,10 @@ from typing import Any
 
 import pytest
 
+from assistantd import llama, prompt
 from assistantd.client import RpcError
 from assistantd.llama import free_port
+from assistantd.prompt import TEMPLATE_TOKENS
 from tests import llama_env
 from tests.conftest import ROOT, Daemon
 from tests.rawsock import Raw, req
@@ -128,7 +132,11 @@ def test_context_size_comes_from_props(shared: Daemon) -> None:
     """The daemon reads the server's real context size from /props (4096, as -c asked)."""
     send(shared, message="Hi", model="gemma-3-270m", max_tokens=1)
     e = entry(shared, "gemma")
-    with urllib.request.urlopen(e["base_url"].removesuffix("/v1") + "/props", timeout=5) as f:
+    request = urllib.request.Request(
+        e["base_url"].removesuffix("/v1") + "/props",
+        headers={"Authorization": f"Bearer {llama_env.api_key(e['pid'])}"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as f:
         props = json.load(f)
     assert e["n_ctx"] == props["default_generation_settings"]["n_ctx"] == 4096
 
@@ -337,3 +345,202 @@ def test_ignored_logprobs_give_a_warning(daemon: Daemon, upstream: Upstream) -> 
     r, _ = send(daemon, message="hello", model="nologprobs-echo", top_logprobs=3)
     assert r["text"] == "You said: hello" and r["logprobs"] is None
     assert any("ignored logprobs" in w for w in r["warnings"])
+
+
+# -- prompt format, template tokens, the server's key and environment (issues 11, 12) ------
+
+SECRETS = {
+    "OPENAI_API_KEY": "sk-envtest-0000000000000000000000",
+    "XAI_API_KEY": "xai-envtest-11111111111111111111",
+    "ASSISTANTD_TEST_SECRET": "hunter2-envtest",
+}
+LEAKS = re.compile(r"<\|[^|>]{1,40}\|>|</?s>|<(?:start|end)_of_turn>|<eos>|<bos>")
+
+IMPOSTOR = """\
+import http.server, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+class Any(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Any).serve_forever()
+"""
+
+
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A daemon with no config that serves the bundled model, provider keys and another
+    secret in its environment."""
+    with pytest.MonkeyPatch.context() as mp:
+        _xdg(mp, tmp_path_factory.mktemp("bundled"))
+        d = Daemon("", env={**NO_KEYRING, **SECRETS})
+    yield d
+    d.stop()
+
+
+def test_first_request_to_a_stopped_server_says_it_is_starting(bundled: Daemon) -> None:
+    """A chat/send that has to start a managed server sends one chat/progress
+    {stage: "starting_local", name} before its answer; one to a ready server sends none."""
+    bundled.call("local/stop", {"name": "gemma"})
+    notes: list[tuple[str, dict[str, Any]]] = []
+    with bundled.client() as c:
+        params = {"message": "Hi", "model": "gemma-3-270m", "max_tokens": 4}
+        r = c.call("chat/send", params, on_notify=lambda m, p: notes.append((m, p)))
+        progress = [p for m, p in notes if m == "chat/progress"]
+        assert len(progress) == 1 and notes[0][0] == "chat/progress"
+        assert progress[0]["stage"] == "starting_local" and progress[0]["name"] == "gemma"
+        assert progress[0]["request_id"] is not None
+        assert r["provider"] == "gemma"
+        notes.clear()
+        c.call("chat/send", params, on_notify=lambda m, p: notes.append((m, p)))
+        assert not [m for m, _ in notes if m == "chat/progress"]
+
+
+def test_bundled_model_answers_ten_questions_in_plain_text(bundled: Daemon) -> None:
+    """The bundled base model, asked ten everyday questions through the daemon, answers
+    each with readable text and never with a template token."""
+    answers = []
+    for q in llama_env.QUESTIONS:
+        r, deltas = send(bundled, message=q, model="gemma-3-270m", temperature=0)
+        answers.append((q, r["text"]))
+        print(f"\nQ: {q}\nA: {r['text']}")
+        assert r["text"] == "".join(d["text"] for d in deltas)
+        for token in TEMPLATE_TOKENS:
+            assert token not in r["text"], (q, r["text"])
+        assert not LEAKS.search(r["text"]), (q, r["text"])
+        assert r["text"].strip() and r["text"] == r["text"].strip()
+        words = re.findall(r"[A-Za-z0-9]+", r["text"])
+        printable = sum(c.isprintable() or c in "\n\t" for c in r["text"])
+        assert words and printable == len(r["text"]), (q, r["text"])
+    conv = bundled.call("conversations/get", {"id": r["conversation_id"]})
+    assert conv["messages"][-1]["content"] == answers[-1][1]  # the stored text is the shown one
+
+
+def test_bundled_model_uses_the_transcript_template(bundled: Daemon) -> None:
+    """The bundled GGUF has no chat template, and its server runs the daemon's
+    Question/Answer transcript template (not llama.cpp's ChatML fallback)."""
+    info = prompt.read_gguf(next(Path(bundled.env["XDG_CACHE_HOME"]).rglob("*.gguf")))
+    assert info.architecture == "gemma3" and info.chat_template is None
+    assert {"<end_of_turn>", "<start_of_turn>", "<eos>"} <= info.special_tokens
+    bundled.call("local/start", {"name": "gemma"})
+    e = entry(bundled, "gemma")
+    request = urllib.request.Request(
+        e["base_url"].removesuffix("/v1") + "/props",
+        headers={"Authorization": f"Bearer {llama_env.api_key(e['pid'])}"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as f:
+        props = json.load(f)
+    assert props["chat_template"].strip() == prompt.TRANSCRIPT_JINJA.strip()
+
+
+def test_server_environment_has_no_secrets(bundled: Daemon) -> None:
+    """llama-server gets a scrubbed environment: none of the daemon's provider keys or other
+    variables, only what it needs and its own API key."""
+    bundled.call("local/start", {"name": "gemma"})
+    pid = entry(bundled, "gemma")["pid"]
+    env = llama_env.environ(pid)
+    daemon_env = llama_env.environ(bundled.proc.pid)
+    assert all(daemon_env[k] == v for k, v in SECRETS.items())  # the daemon had them
+    for name, value in SECRETS.items():
+        assert name not in env
+        assert not any(value in v for v in env.values())
+    allowed = {*llama.ENV_KEEP, "LD_LIBRARY_PATH", llama.API_KEY_ENV}
+    assert {k for k in env if not k.startswith("LC_")} <= allowed
+    assert env[llama.API_KEY_ENV] and "PATH" in env
+
+
+def test_server_refuses_requests_without_its_key(bundled: Daemon) -> None:
+    """A request to the managed server's port without its random key gets 401; with the
+    key it is served. The key is on no command line and in no log."""
+    bundled.call("local/start", {"name": "gemma"})
+    e = entry(bundled, "gemma")
+    root = e["base_url"].removesuffix("/v1")
+    key = llama_env.api_key(e["pid"])
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    for path, data in (("/v1/models", None), ("/v1/chat/completions", body.encode())):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(root + path, data=data), timeout=10)
+        assert refused.value.code == 401
+    auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    request = urllib.request.Request(
+        root + "/v1/chat/completions", data=body.encode(), headers=auth
+    )
+    with urllib.request.urlopen(request, timeout=60) as f:
+        assert f.status == 200
+    assert key not in Path(f"/proc/{e['pid']}/cmdline").read_text(errors="replace")
+    log = "\n".join(bundled.call("local/logs", {"name": "gemma", "lines": 10_000})["lines"])
+    assert "assistantd starts:" in log and key not in log
+
+
+def test_a_server_that_is_not_ours_is_refused(make_daemon: Any, gguf: Path, tmp_path: Path) -> None:
+    """A 'server' that answers /health but also serves requests without the key is not the
+    one the daemon started: the start fails with -32007 instead of using it; the config's
+    chat_template and the model's architecture pick the prompt format on its command line."""
+    fake = tmp_path / "impostor"
+    fake.write_text(f"#!{sys.executable}\n{IMPOSTOR}")
+    fake.chmod(0o755)
+    tpl = tmp_path / "mine.jinja"
+    tpl.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    config = "".join(
+        f'[local.{name}]\ncommand = "{fake}"\nmodel = "{gguf}"\nstartup_timeout_s = 20\n{extra}\n'
+        for name, extra in (
+            ("auto", ""),
+            ("chatml", 'chat_template = "chatml"'),
+            ("file", f'chat_template = "{tpl}"'),
+        )
+    )
+    d = make_daemon(config)
+    for name, flags in (
+        ("auto", "--no-jinja --chat-template gemma"),
+        ("chatml", "--no-jinja --chat-template chatml"),
+        ("file", f"--jinja --chat-template-file {tpl}"),
+    ):
+        with pytest.raises(RpcError) as e:
+            d.call("local/start", {"name": name})
+        assert e.value.code == -32007 and "not the one assistantd started" in e.value.message
+        log = "\n".join(d.call("local/logs", {"name": name, "lines": 100})["lines"])
+        assert flags in log, log
+
+
+def test_template_tokens_are_removed_from_local_answers(
+    make_daemon: Any, upstream: Upstream
+) -> None:
+    """A local server's answer loses the template tokens it carries, streamed and stored
+    alike; a remote provider's answer is left as it came."""
+    config = (
+        f'[providers.lms]\nbase_url = "{upstream.base_url}"\nkind = "lmstudio"\n'
+        "needs_key = false\nmodels = []\n"
+        f'[providers.remote]\nbase_url = "{upstream.base_url}"\nneeds_key = false\n'
+        'models = ["fake-*"]\n'
+    )
+    d = make_daemon(config)
+    reply = "[[reply:Paris.<end_of_turn> <|im_end|>user <|im_start|>assistant Lyon</s>]]"
+    r, deltas = send(d, message=reply, provider="lms", model="fake-echo")
+    assert r["text"] == "Paris. user assistant Lyon"
+    assert "".join(x["text"] for x in deltas) == r["text"]
+    stored = d.call("conversations/get", {"id": r["conversation_id"]})["messages"][-1]
+    assert stored["content"] == r["text"]
+    r, _ = send(d, message=reply, provider="remote", model="fake-echo", stream=False)
+    assert r["text"] == "Paris.<end_of_turn> <|im_end|>user <|im_start|>assistant Lyon</s>"
+
+
+def test_token_filter_joins_tokens_split_across_deltas() -> None:
+    """The filter removes a template token that arrives one character per delta, holds back
+    only what could begin one, and gives back a held '<' that began none."""
+    f = prompt.TokenFilter(frozenset(TEMPLATE_TOKENS))
+    text = "a<x <|im_end|>c<end_of_turn>d<"
+    shown = [f.feed(ch) for ch in text] + [f.flush()]
+    assert "".join(shown) == "a<x cd<"
+    assert shown[1] == "" and shown[2] == "<x"  # "<" waited until "x" ruled a token out
+    t = prompt.TokenFilter(frozenset(TEMPLATE_TOKENS), trim=True)
+    assert [t.feed(" Paris."), t.feed("\n"), t.feed(" It"), t.feed("\n")] == [
+        "Paris.",
+        "",
+        "\n It",
+        "",
+    ]
+    assert t.flush() == ""
