@@ -144,28 +144,38 @@ def is_image(item: dict[str, Any]) -> bool:
     return item.get("type") in attachments.IMAGE_TYPES
 
 
-def render(message: dict[str, Any], images: dict[str, str] | None = None) -> dict[str, Any]:
-    """A stored message as the provider sees it: text attachments (and PDFs' text) follow
-    the text; images, as data URLs from ``images`` (by sha256), follow as image parts.
-    An image not in ``images`` is named in the text instead."""
+def is_pdf(item: dict[str, Any]) -> bool:
+    return item.get("type") == attachments.PDF_TYPE
+
+
+def render(message: dict[str, Any], urls: dict[str, str] | None = None) -> dict[str, Any]:
+    """A stored message as the provider sees it: text attachments follow the text; images,
+    as data URLs from ``urls`` (by sha256), follow as image parts, and PDFs found there as
+    file parts. An image not in ``urls`` is named in the text instead; a PDF not there
+    goes as its extracted text."""
     content = message["content"]
     parts: list[str] = []
-    image_parts: list[dict[str, Any]] = []
+    binary: list[dict[str, Any]] = []
+    extra_tokens = 0
     for a in contexts(message):
+        url = (urls or {}).get(a.get("sha256") or "")
         if is_image(a):
-            url = (images or {}).get(a.get("sha256") or "")
             if url is not None:
-                image_parts.append({"type": "image_url", "image_url": {"url": url}})
+                binary.append({"type": "image_url", "image_url": {"url": url}})
+                extra_tokens += attachments.IMAGE_TOKENS
             else:
                 parts.append(f'<context name="{a["name"]}">\n(an image, not sent)\n</context>')
+        elif is_pdf(a) and url is not None:
+            binary.append({"type": "file", "file": {"filename": a["name"], "file_data": url}})
+            extra_tokens += tokens.estimate(a.get("text") or "")  # at least its text
         elif a.get("text") is not None:
             parts.append(f'<context name="{a["name"]}">\n{a["text"]}\n</context>')
     if parts:
         content = content + "\n\n" + "\n\n".join(parts)
     out = {"role": message["role"], "content": content, "tokens": message.get("tokens")}
-    if image_parts:
-        out["content"] = [{"type": "text", "text": content}, *image_parts]
-        out["tokens"] = tokens.estimate(content) + attachments.IMAGE_TOKENS * len(image_parts)
+    if binary:
+        out["content"] = [{"type": "text", "text": content}, *binary]
+        out["tokens"] = tokens.estimate(content) + extra_tokens
     return out
 
 
@@ -351,7 +361,11 @@ class Chat:
             return []
 
         def load() -> list[Loaded]:
-            return [attachments.load_one(a.name, a.text, a.path, a.data, a.type) for a in items]
+            out = [attachments.load_one(a.name, a.text, a.path, a.data, a.type) for a in items]
+            for a in out:  # a provider that takes PDFs gets them as file parts
+                if a.kind == "pdf" and a.data is not None and turn.provider.pdf_input:
+                    a.url = attachments.data_url(a.type, a.data)
+            return out
 
         async with asyncio.timeout(attachments.PDF_TIMEOUT_S):
             loaded = await off_loop(load, "attachments")
@@ -372,21 +386,24 @@ class Chat:
         return attachments.takes_images(turn.model, vision, turn.provider.managed)
 
     async def _images(self, turn: Turn, history: list[dict[str, Any]]) -> dict[str, str]:
-        """The history's images as data URLs by sha256, read from the blob store; none
-        for a model that takes no images (they are named in the text instead)."""
-        wanted = {
-            a["sha256"]: a["type"]
-            for m in history
-            for a in contexts(m)
-            if is_image(a) and a.get("sha256")
-        }
-        if not wanted:
-            return {}
-        if not self._takes_images(turn):
+        """The history's images (and PDFs, for a provider that takes them as files) as
+        data URLs by sha256, read from the blob store; no images for a model that takes
+        none (they are named in the text instead), no PDFs for a provider that takes
+        none (they go as their extracted text)."""
+        items = [a for m in history for a in contexts(m) if a.get("sha256")]
+        wanted = {a["sha256"]: a["type"] for a in items if is_image(a)}
+        if wanted and not self._takes_images(turn):
             turn.warnings.append(
                 f"{turn.model} does not take images: the conversation's earlier images were"
                 " left out"
             )
+            wanted = {}
+        pdfs = {a["sha256"]: a["type"] for a in items if is_pdf(a)}
+        if pdfs and turn.provider.pdf_input:
+            wanted.update(pdfs)
+        else:
+            pdfs = {}
+        if not wanted:
             return {}
 
         def read() -> dict[str, str]:
@@ -398,7 +415,7 @@ class Chat:
             return out
 
         found = await off_loop(read, "blobs")
-        if missing := len(wanted) - len(found):
+        if missing := len(wanted) - len(pdfs) - sum(sha not in pdfs for sha in found):
             turn.warnings.append(
                 f"{missing} earlier image(s) are no longer stored and were left out"
             )

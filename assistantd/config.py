@@ -34,6 +34,9 @@ class ProviderConfig(_Strict):
     # ``warnings`` says what that left out). Presets set these per provider.
     stream_options: bool | None = None  # stream_options.include_usage on streams
     logprobs: bool | None = None  # logprobs / top_logprobs
+    # PDFs as file parts ({"type": "file", "file": {filename, file_data}}); else the
+    # text the daemon extracts from them. Presets: the openai one only.
+    pdf_input: bool | None = None
 
 
 class ModelConfig(_Strict):
@@ -265,6 +268,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "key_env": "OPENAI_API_KEY",
         "needs_key": True,
         "kind": "openai",
+        "pdf_input": True,
     },
     "gemini": {
         "base_url": "https://generativelanguage.googleapis.com/v1beta/openai/",

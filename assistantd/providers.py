@@ -45,6 +45,7 @@ class Provider:
     max_tokens: int | None = None  # an answer's length when the request names none
     stream_options: bool = True  # takes stream_options.include_usage
     logprobs: bool = True  # takes logprobs / top_logprobs
+    pdf_input: bool = False  # takes PDFs as file parts (else: their extracted text)
     custom_models: bool = False  # its ``models`` patterns are the config's, not a preset's
 
     @property
@@ -73,6 +74,7 @@ def build(config: Config) -> dict[str, Provider]:
             timeout_s=merged.get("timeout_s") or config.network.timeout_s or 120.0,
             stream_options=merged.get("stream_options", True),
             logprobs=merged.get("logprobs", True),
+            pdf_input=merged.get("pdf_input", False),
             custom_models=config.providers.get(name, ProviderConfig()).models is not None,
         )
     for name, lc in config.local.items():
