@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import fcntl
 import logging
 import os
 import socket
@@ -17,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from assistantd import errors, framing
+from assistantd import errors, framing, pidlock
 from assistantd.rpc import Registry, Session
 
 log = logging.getLogger("assistantd.server")
@@ -82,29 +80,14 @@ class Listener:
         inherited = self._inherited()
         if inherited is None:
             prepare_dir(self.path)
-        try:  # never through a symbolic link someone planted at the lock's path
-            fd = os.open(
-                self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-            )
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise PermissionError(
-                    f"{self.lock_path} is a symbolic link; not following it"
-                ) from None
-            raise
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                raise AlreadyRunning(
-                    f"another assistantd (pid {owner}) is serving {self.path}"
-                ) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd
+            self._lock_fd = pidlock.take(self.lock_path)
+        except pidlock.Held as e:
+            raise AlreadyRunning(
+                f"another assistantd (pid {e.pid}) is serving {self.path}"
+            ) from None
+        except pidlock.SymlinkRefused as e:
+            raise PermissionError(str(e)) from None
         if inherited is not None:
             self.sock, self.activated = inherited, True
             return

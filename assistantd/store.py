@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import fcntl
 import json
 import logging
 import os
@@ -22,6 +20,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
+
+from assistantd import pidlock
 
 T = TypeVar("T")
 
@@ -167,26 +167,15 @@ class Store:
         folder = self.lock_path.parent
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            fd = os.open(
-                self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-            )
+            self._lock_fd = pidlock.take(self.lock_path)
+        except pidlock.Held as e:
+            raise DataDirBusy(
+                f"another assistantd (pid {e.pid}) is using the data folder {folder}"
+            ) from None
+        except pidlock.SymlinkRefused as e:
+            raise StoreError(str(e)) from None
         except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise StoreError(f"{self.lock_path} is a symbolic link; not following it") from None
             raise StoreError(f"cannot open {self.lock_path}: {e.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                raise DataDirBusy(
-                    f"another assistantd (pid {owner}) is using the data folder {folder}"
-                ) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd
 
     def open(self) -> None:
         """Open the database and bring its schema up to date; a schema newer than this
