@@ -28,29 +28,27 @@ TRANSCRIPT = "transcript"
 
 # The daemon's transcript template. Its two examples are not among the questions the
 # daemon was measured on. The first user message starts the transcript; the system
-# prompt, if any, comes first as plain text.
-TRANSCRIPT_JINJA = """\
-{%- for message in messages -%}
+# prompt, if any, comes first as plain text. llama.cpp renders templates with trim_blocks
+# (as Hugging Face does), so every newline is written as a string of its own.
+TRANSCRIPT_JINJA = r"""{%- for message in messages -%}
 {%- if message['role'] == 'system' -%}
-{{ message['content'] | trim }}
-
-{% endif -%}
-{%- endfor -%}
-Question: What is the boiling point of water?
-Answer: Water boils at 100 degrees Celsius at sea level.
-
-Question: Why do cats purr?
-Answer: Cats purr when they are content, and sometimes to calm themselves when hurt or afraid.
-{%- for message in messages -%}
-{%- if message['role'] == 'user' %}
-
-Question: {{ message['content'] | trim }}
-{%- elif message['role'] == 'assistant' %}
-Answer: {{ message['content'] | trim }}
+{{- message['content'] | trim + '\n\n' -}}
 {%- endif -%}
 {%- endfor -%}
-{%- if add_generation_prompt %}
-Answer:
+{{- 'Question: What is the boiling point of water?\n' -}}
+{{- 'Answer: Water boils at 100 degrees Celsius at sea level.\n\n' -}}
+{{- 'Question: Why do cats purr?\n' -}}
+{{- 'Answer: Cats purr when they are content, and sometimes to calm themselves' -}}
+{{- ' when they are hurt or afraid.' -}}
+{%- for message in messages -%}
+{%- if message['role'] == 'user' -%}
+{{- '\n\nQuestion: ' + message['content'] | trim -}}
+{%- elif message['role'] == 'assistant' -%}
+{{- '\nAnswer: ' + message['content'] | trim -}}
+{%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+{{- '\nAnswer:' -}}
 {%- endif -%}
 """
 TRANSCRIPT_STOPS = ("\nQuestion:", "\nAnswer:")

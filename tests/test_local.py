@@ -96,7 +96,9 @@ def entry(d: Daemon, name: str) -> dict[str, Any]:
 def send(d: Daemon, **params: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     deltas: list[dict[str, Any]] = []
     with d.client() as c:
-        r = c.call("chat/send", params, on_notify=lambda m, p: deltas.append(p))
+        r = c.call(
+            "chat/send", params, on_notify=lambda m, p: m == "chat/delta" and deltas.append(p)
+        )
     return r, deltas
 
 
