@@ -7,6 +7,7 @@ running) and writes what it saw as JSON, which the test asserts on.
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import os
@@ -26,6 +27,7 @@ import pytest
 from assistantd.client import Client
 from assistantd.roles import BUILTIN
 from tests.conftest import ROOT, Daemon, fake_provider_config
+from tests.test_attachments import png
 from tests.upstream import Upstream
 
 NVIM_TIMEOUT = 60
@@ -546,9 +548,10 @@ def test_help_tags(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr  # E154 etc. land here
     tags = {line.split("\t")[0] for line in (doc / "tags").read_text().splitlines()}
-    for name in ("Chat", "Ask", "Replace", "Summarize", "Conversations", "Cancel"):
+    for name in ("Chat", "Ask", "Replace", "Summarize", "Conversations", "Cancel", "Attach"):
         assert f":Assistant{name}" in tags
-    assert {":AssistantConversations!", "assistant-list", "assistant-events"} <= tags
+    assert {":AssistantConversations!", ":AssistantAttach!", "assistant-list"} <= tags
+    assert "assistant-events" in tags
     assert {"assistant-setup", "assistant-health", "assistant.txt"} <= tags
 
 
@@ -572,3 +575,56 @@ def test_lua_lint() -> None:
         timeout=NVIM_TIMEOUT,
     )
     assert proc.returncode == 0, proc.stdout
+
+
+def test_attach_files_and_unsaved_buffers(
+    daemon: Daemon, upstream: Upstream, tmp_path: Path
+) -> None:
+    """:AssistantAttach queues the current file or a given one for the next chat message
+    (shown as "📎 name" lines): a text file reaches the provider as text and a PNG as an
+    image_url part; an unnamed or modified buffer goes as its text; ! drops the queue; a
+    file queued before :AssistantAsk goes with the question; a reopened conversation
+    shows its attachments."""
+    image = png()
+    (tmp_path / "notes.txt").write_text("remember FACT-7\n")
+    (tmp_path / "dot.png").write_bytes(image)
+    r = run_nvim("attach.lua", {**daemon_env(daemon), "ATTACH_DIR": str(tmp_path)})
+    assert r["queued_lines"] == ["# Chat", "", "## You", "📎 notes.txt", "📎 dot.png", ""]
+    url = "data:image/png;base64," + base64.b64encode(image).decode()
+    users = [
+        [m["content"] for m in q["body"]["messages"] if m["role"] == "user"][-1]
+        for q in upstream.requests
+    ]
+    assert users[0] == [
+        {
+            "type": "text",
+            "text": '[[reply:seen]] look at these\n\n<context name="notes.txt">\n'
+            "remember FACT-7\n\n</context>",
+        },
+        {"type": "image_url", "image_url": {"url": url}},
+    ]
+    assert "## You\n📎 notes.txt\n📎 dot.png\n[[reply:seen]] look at these\n\n## Assistant" in (
+        "\n".join(r["first_lines"])
+    )
+    first = daemon.call("conversations/get", {"id": r["conversation"]})["messages"][0]
+    assert [c.get("path") for c in first["context"]] == [
+        str(tmp_path / "notes.txt"),
+        str(tmp_path / "dot.png"),
+    ]
+
+    assert r["unsaved_queued"][-3:] == ["📎 buffer", "📎 notes.txt", ""]
+    assert users[1] == (
+        '[[reply:ok]] drafts\n\n<context name="buffer">\ndraft FACT-11\n\n</context>\n\n'
+        '<context name="notes.txt">\nedited, not saved FACT-12\n\n</context>'
+    )
+
+    assert r["before_drop"][-2:] == ["📎 notes.txt", ""]
+    assert r["after_drop"][-2:] == ["## You", ""]
+    assert users[2] == "[[reply:plain]] nothing attached"
+
+    assert users[3] == (
+        '[[reply:asked]] what is in it?\n\n<context name="notes.txt">\nremember FACT-7\n\n</context>'
+    )
+    assert "## You\n📎 notes.txt\n[[reply:asked]] what is in it?" in "\n".join(r["ask_lines"])
+    reopened = "\n".join(r["reopened"])
+    assert "## You\n📎 notes.txt\n📎 dot.png\n[[reply:seen]] look at these\n" in reopened

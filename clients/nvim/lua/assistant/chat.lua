@@ -4,13 +4,17 @@
 -- `prompt` (the end of the last "## You" header) and `answer` (where text streams in).
 -- Buffer variables for statuslines and scripts: b:assistant_busy,
 -- b:assistant_conversation_id, b:assistant_role (the daemon's role a new conversation
--- starts with; the daemon keeps it for the conversation).
+-- starts with; the daemon keeps it for the conversation). Files queued with
+-- :AssistantAttach (attach.lua) show as "📎 name" lines under the last "## You" (the
+-- `prompt` mark moves past them) and go with the next message.
 local rpc = require("assistant.rpc")
 local M = {}
 
 local api = vim.api
 local ns = api.nvim_create_namespace("assistant_chat")
-local state = {} -- buf -> { conversation_id, role, request, prompt, answer, streamed }
+local state = {} -- buf -> { conversation_id, role, request, prompt, answer, streamed, attached }
+local pending = {} -- attachments for the next chat buffer opened (no chat was in sight)
+local CLIP = "📎 "
 local count = 0
 local CANCELLED = -32800
 
@@ -111,6 +115,45 @@ local function on_notify(buf, method, params)
   end
 end
 
+--- Queue attachment `att` (attach.lua) for the next message of chat buffer `buf` (nil:
+--- of the next chat buffer opened), shown as a "📎 name" line under the last "## You".
+function M.attach(buf, att)
+  local st = buf and state[buf]
+  if not st then
+    pending[#pending + 1] = att
+    return
+  end
+  st.attached[#st.attached + 1] = att
+  local row, col = mark_pos(buf, st.prompt)
+  local line = CLIP .. att.name:gsub("\n", " ")
+  api.nvim_buf_set_text(buf, row, col, row, col, { "", line })
+  st.prompt = api.nvim_buf_set_extmark(buf, ns, row + 1, #line, { id = st.prompt, right_gravity = false })
+end
+
+--- Drop the attachments queued for chat buffer `buf` (nil: for the next one) and their
+--- "📎" lines; how many there were.
+function M.detach(buf)
+  local st = buf and state[buf]
+  if not st then
+    local n = #pending
+    pending = {}
+    return n
+  end
+  local n = #st.attached
+  local row, col = mark_pos(buf, st.prompt)
+  local lines = api.nvim_buf_get_lines(buf, math.max(row - n + 1, 0), row + 1, true)
+  local intact = n > 0 and row >= n
+  for _, l in ipairs(lines) do
+    intact = intact and l:sub(1, #CLIP) == CLIP
+  end
+  if intact then -- the lines are as they were put there: take them out again
+    local above = api.nvim_buf_get_lines(buf, row - n, row - n + 1, true)[1]
+    api.nvim_buf_set_text(buf, row - n, #above, row, col, { "" })
+  end
+  st.attached = {}
+  return n
+end
+
 --- Show `shown` as the user's turn and run `method` with `params`; the answer streams
 --- into the buffer. chat/send's conversation_id is filled in from the buffer.
 function M.run(buf, shown, method, params)
@@ -126,6 +169,12 @@ function M.run(buf, shown, method, params)
   st.streamed = 0
   if method == "chat/send" then
     params.conversation_id = st.conversation_id
+    local context = vim.deepcopy(params.context or {})
+    for _, att in ipairs(st.attached) do
+      context[#context + 1] = require("assistant.attach").item(att)
+    end
+    params.context = #context > 0 and context or nil
+    st.attached = {}
   end
   if not st.conversation_id then -- a continued conversation keeps its role in the daemon
     params.role = params.role or st.role
@@ -170,6 +219,9 @@ local function render(conv)
   local names = { user = "You", assistant = "Assistant", system = "System" }
   for _, m in ipairs(conv.messages or {}) do
     vim.list_extend(out, { "## " .. (names[m.role] or m.role) })
+    for _, c in ipairs(type(m.context) == "table" and m.context or {}) do
+      out[#out + 1] = CLIP .. tostring(a().val(c.name, "?")):gsub("\n", " ")
+    end
     vim.list_extend(out, lines_of(a().val(m.content, "")))
     if m.status == "partial" then
       vim.list_extend(out, { "", "_[partial]_" })
@@ -204,10 +256,15 @@ function M.open(opts)
   vim.bo[buf].filetype = "markdown"
   local lines = conv and render(conv) or { "# Chat", "", "## You", "" }
   api.nvim_buf_set_lines(buf, 0, -1, true, lines)
-  local st = { conversation_id = conv and conv.id, role = opts.role, streamed = 0 }
+  local st = { conversation_id = conv and conv.id, role = opts.role, streamed = 0, attached = {} }
   vim.b[buf].assistant_role = opts.role
   st.prompt = api.nvim_buf_set_extmark(buf, ns, #lines - 2, #"## You", { right_gravity = false })
   state[buf] = st
+  local queued = pending
+  pending = {}
+  for _, att in ipairs(queued) do
+    M.attach(buf, att)
+  end
   set_busy(buf, st, nil)
   local keys = a().config.keys
   map(buf, "n", keys.send, function()
@@ -228,7 +285,7 @@ function M.open(opts)
       state[buf] = nil
     end,
   })
-  api.nvim_win_set_cursor(0, { #lines, 0 })
+  api.nvim_win_set_cursor(0, { api.nvim_buf_line_count(buf), 0 })
   return buf
 end
 

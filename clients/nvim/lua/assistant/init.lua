@@ -1,7 +1,7 @@
 -- assistant.nvim: a thin client of the assistantd daemon (see clients/nvim/README.md).
 -- Layout: rpc.lua speaks the socket protocol, chat.lua owns chat buffers, edit.lua the
--- commands that work on the text being edited, list.lua the live conversation list,
--- health.lua is :checkhealth assistant.
+-- commands that work on the text being edited, attach.lua :AssistantAttach, list.lua
+-- the live conversation list, health.lua is :checkhealth assistant.
 local M = {}
 
 M.config = {
@@ -51,6 +51,10 @@ function M.create_commands()
     M.conversations(o.args)
   end, { nargs = "*", bang = true,
     desc = "Pick a stored conversation ([query] searches) and continue it; with !, a live list buffer" })
+  cmd("AssistantAttach", function(o)
+    require("assistant.attach").command(o)
+  end, { nargs = "?", bang = true, complete = "file",
+    desc = "Attach [file] (default: this buffer) to the next message of a chat; ! drops them" })
   cmd("AssistantCancel", function()
     M.cancel()
   end, { desc = "Cancel this chat buffer's request, else the newest one in flight" })
