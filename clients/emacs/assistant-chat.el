@@ -24,6 +24,10 @@
 ;; Two markers keep their places while the user edits: the end of the last "## You"
 ;; header (the message is everything after it) and the point where the answer streams
 ;; in.  Inserting a delta is all a notification does, so Emacs stays responsive.
+;;
+;; Files attached with `assistant-attach-file' (assistant.el) show as "📎 name" lines
+;; right under the last "## You" header (the prompt marker moves past them) and go with
+;; the next message.
 
 ;;; Code:
 
@@ -59,21 +63,32 @@ those commands asks for a role instead."
   "Marker where the answer streams in (it advances past inserted text).")
 (defvar-local assistant-chat--streamed 0
   "Characters streamed into the current answer.")
+(defvar-local assistant-chat--attached nil
+  "Attachments queued for this buffer's next message, oldest first.
+Each is a plist (:name NAME :path FILE-OR-NIL :buffer BUFFER-OR-NIL).")
+(defvar assistant-chat--pending nil
+  "Attachments for the next chat buffer opened (no chat buffer was in sight).")
+
+(defconst assistant-chat--clip "📎 "
+  "What starts the line that shows an attachment.")
 
 (defvar assistant-chat-mode-map
   (let ((map (make-sparse-keymap)))
     (define-key map (kbd "C-c C-c") #'assistant-chat-send)
     (define-key map (kbd "C-c C-k") #'assistant-cancel)
+    (define-key map (kbd "C-c C-a") #'assistant-attach-file)
     map)
   "Keys of chat buffers.")
 
 (declare-function assistant-cancel "assistant" ())
+(declare-function assistant-attach-file "assistant" (file))
 
 (define-minor-mode assistant-chat-mode
   "A chat with the assistantd daemon.
 Write under the last \"## You\" and send with \\[assistant-chat-send]; the
 answer streams in under \"## Assistant\".  \\[assistant-cancel] cancels it and
-keeps the part already written.
+keeps the part already written.  \\[assistant-attach-file] attaches a file to
+the next message (a \"📎 name\" line shows it).
 
 \\{assistant-chat-mode-map}"
   :lighter (:eval (if (assistant-rpc-running-p assistant-chat-request)
@@ -155,6 +170,59 @@ keeps the part already written.
     (message "assistant: %s %s/%s" (plist-get params :stage)
              (or (plist-get params :done) "?") (or (plist-get params :total) "?")))))
 
+(defun assistant-chat-attachment-item (att)
+  "The context item attachment ATT sends now, or nil when nothing is left of it.
+A buffer with unsaved changes (or no file) goes as its text; else the file's
+absolute path goes, for the daemon to read (images and PDFs included)."
+  (let ((buf (plist-get att :buffer))
+        (path (plist-get att :path)))
+    (cond ((and (buffer-live-p buf)
+                (with-current-buffer buf
+                  (or (not buffer-file-name) (buffer-modified-p)
+                      (not (file-readable-p buffer-file-name)))))
+           (list :name (plist-get att :name)
+                 :text (with-current-buffer buf
+                         (save-restriction
+                           (widen)
+                           (buffer-substring-no-properties (point-min) (point-max))))))
+          (path (list :path path)))))
+
+(defun assistant-chat-attach (buffer att)
+  "Queue attachment ATT for the next message of chat BUFFER.
+BUFFER nil (or not a chat buffer) queues it for the next chat buffer opened.
+The chat buffer shows it as a \"📎 name\" line under its last \"## You\"."
+  (if (not (and buffer (assistant-chat-p buffer)))
+      (setq assistant-chat--pending (append assistant-chat--pending (list att)))
+    (with-current-buffer buffer
+      (setq assistant-chat--attached (append assistant-chat--attached (list att)))
+      (save-excursion
+        (goto-char assistant-chat--prompt)
+        (insert "\n" assistant-chat--clip
+                (replace-regexp-in-string "\n" " " (plist-get att :name)))
+        (set-marker assistant-chat--prompt (point))))))
+
+(defun assistant-chat-detach (buffer)
+  "Drop the attachments queued for chat BUFFER (nil: for the next one).
+Their \"📎\" lines go too, when they are still as they were put there.
+Return how many there were."
+  (if (not (and buffer (assistant-chat-p buffer)))
+      (prog1 (length assistant-chat--pending) (setq assistant-chat--pending nil))
+    (with-current-buffer buffer
+      (let ((n (length assistant-chat--attached))
+            (end (marker-position assistant-chat--prompt)))
+        (save-excursion
+          (goto-char end)
+          (let ((intact (> n 0)))
+            (dotimes (_ n)
+              (beginning-of-line)
+              (setq intact (and intact (not (bobp)) (looking-at assistant-chat--clip)))
+              (unless (bobp) (forward-char -1)))
+            (when intact
+              (delete-region (point) end)
+              (set-marker assistant-chat--prompt (point)))))
+        (setq assistant-chat--attached nil)
+        n))))
+
 (defun assistant-chat-run (buf shown method params)
   "Show SHOWN as the user's turn in chat buffer BUF and send METHOD with PARAMS.
 The answer streams into BUF.  For chat/send the buffer's conversation (and, for
@@ -170,6 +238,12 @@ busy."
       (set-marker assistant-chat--answer (point-max))
       (setq assistant-chat--streamed 0)
       (when (equal method "chat/send")
+        (let ((items (delq nil (mapcar #'assistant-chat-attachment-item
+                                       assistant-chat--attached))))
+          (when items
+            (setq params (plist-put params :context
+                                    (vconcat (plist-get params :context) items)))))
+        (setq assistant-chat--attached nil)
         (if assistant-chat-conversation-id
             (setq params (plist-put params :conversation_id assistant-chat-conversation-id))
           (when assistant-chat-role
@@ -223,7 +297,14 @@ CONTEXT is a list of (NAME . TEXT) sent along with it."
     (let ((role (plist-get m :role)))
       (insert "## " (pcase role ("user" "You") ("assistant" "Assistant")
                            ("system" "System") (_ role))
-              "\n" (or (plist-get m :content) "") "\n")
+              "\n")
+      (let ((context (plist-get m :context)))
+        (when (sequencep context)
+          (seq-doseq (c context)
+            (when (and (listp c) (stringp (plist-get c :name)))
+              (insert assistant-chat--clip
+                      (replace-regexp-in-string "\n" " " (plist-get c :name)) "\n")))))
+      (insert (or (plist-get m :content) "") "\n")
       (when (equal (plist-get m :status) "partial")
         (insert "\n_[partial]_\n"))
       (insert "\n"))))
@@ -253,6 +334,9 @@ ROLE is sent with the first message of a new conversation."
       (insert "\n")
       (setq assistant-chat--answer (copy-marker (point-max) t))
       (add-hook 'kill-buffer-hook #'assistant-chat--kill-hook nil t)
+      (let ((queued assistant-chat--pending))
+        (setq assistant-chat--pending nil)
+        (dolist (att queued) (assistant-chat-attach buf att)))
       (goto-char (point-max)))
     (funcall (or display #'pop-to-buffer-same-window) buf)
     buf))

@@ -23,6 +23,9 @@
 ;;   `assistant-summarize-url'   summarize the URL at point into a chat buffer
 ;;   `assistant-conversations'   pick a stored conversation and continue it
 ;;   `assistant-cancel'          cancel the running request (C-c C-k in a chat buffer)
+;;   `assistant-attach-file'     attach a file to a chat's next message (C-c C-a there)
+;;   `assistant-attach-buffer'   attach a buffer (its text while it has unsaved changes)
+;;   `assistant-attach-clear'    drop the attachments queued
 ;; With a prefix argument, `assistant-chat', `assistant-ask-region',
 ;; `assistant-replace-region' and `assistant-summarize-url' ask for a role (a named
 ;; prompt the daemon keeps); `assistant-default-role' applies otherwise.
@@ -34,6 +37,7 @@
 
 (require 'assistant-rpc)
 (require 'assistant-chat)
+(require 'seq)
 (require 'subr-x)
 (require 'thingatpt)
 
@@ -295,6 +299,73 @@ With a prefix argument, search for QUERY in titles and messages first."
              ((null convs) (message "assistant: no stored conversations"))
              ;; Not from the process filter: read in the main loop, where C-g works.
              (t (run-at-time 0 nil #'assistant--pick-conversation convs)))))))
+
+;;;; Attachments
+
+(defun assistant--attach-target ()
+  "Return the chat buffer to attach to, or nil for the next one opened.
+This buffer when it is a chat buffer, else one shown in the selected frame."
+  (if (assistant-chat-p)
+      (current-buffer)
+    (seq-find #'assistant-chat-p (mapcar #'window-buffer (window-list)))))
+
+(defun assistant--attach (att)
+  "Queue attachment ATT (see `assistant-chat-attach') and say where it went."
+  (let ((target (assistant--attach-target)))
+    (assistant-chat-attach target att)
+    (message "assistant: attached %s to %s" (plist-get att :name)
+             (if target
+                 (buffer-name target)
+               "the next chat (`assistant-chat', `assistant-ask-region')"))))
+
+(defun assistant--default-file ()
+  "Return the file `assistant-attach-file' proposes.
+This buffer's, or in a chat buffer the file of the buffer visited before it."
+  (buffer-file-name (if (assistant-chat-p) (other-buffer (current-buffer) t) (current-buffer))))
+
+;;;###autoload
+(defun assistant-attach-file (file)
+  "Attach FILE to the next message of a chat.
+Interactively, read it with completion; the default is this buffer's file (in a
+chat buffer, the file of the buffer visited before).  It goes to this chat
+buffer, else a chat buffer shown in the selected frame, else the next chat
+buffer `assistant-chat' or `assistant-ask-region' opens, which shows it as a
+line \"📎 name\".  The daemon reads the file by its absolute path: text as text,
+images (PNG, JPEG, WebP, GIF) as image parts, PDFs as the provider takes them.
+When a buffer visits FILE with unsaved changes, its text goes instead."
+  (interactive
+   (let ((default (assistant--default-file)))
+     (list (read-file-name (format-prompt "Attach file"
+                                          (and default (file-name-nondirectory default)))
+                           nil default t))))
+  (let* ((path (expand-file-name file))
+         (buf (find-buffer-visiting path)))
+    (unless (or buf (file-regular-p path))
+      (user-error "Not a file: %s" path))
+    (assistant--attach (list :name (file-name-nondirectory path) :path path :buffer buf))))
+
+;;;###autoload
+(defun assistant-attach-buffer (buffer)
+  "Attach BUFFER to the next message of a chat (see `assistant-attach-file').
+While it has unsaved changes, or visits no file, its text goes (as it is when
+the message is sent); else its file's path.  Interactively, read its name; the
+default is this buffer (in a chat buffer, the one visited before)."
+  (interactive
+   (list (read-buffer "Attach buffer: "
+                      (if (assistant-chat-p) (other-buffer (current-buffer) t) (current-buffer))
+                      t)))
+  (let* ((buf (get-buffer buffer))
+         (file (buffer-file-name buf)))
+    (assistant--attach (list :name (if file (file-name-nondirectory file) (buffer-name buf))
+                             :path (and file (expand-file-name file))
+                             :buffer buf))))
+
+;;;###autoload
+(defun assistant-attach-clear ()
+  "Drop the attachments queued for this chat (or the one shown, or the next one)."
+  (interactive)
+  (message "assistant: dropped %d attachment(s)"
+           (assistant-chat-detach (assistant--attach-target))))
 
 ;;;; Cancelling
 
