@@ -93,6 +93,17 @@ def entry(d: Daemon, name: str) -> dict[str, Any]:
     return next(s for s in servers if s["name"] == name)
 
 
+def server_json(e: dict[str, Any], path: str, body: Any = None) -> Any:
+    """A managed server's answer to ``path`` (POST ``body`` if given), with its API key."""
+    request = urllib.request.Request(
+        e["base_url"].removesuffix("/v1") + path,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {llama_env.api_key(e['pid'])}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as f:
+        return json.load(f)
+
+
 def send(d: Daemon, **params: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     deltas: list[dict[str, Any]] = []
     with d.client() as c:
@@ -134,12 +145,7 @@ def test_context_size_comes_from_props(shared: Daemon) -> None:
     """The daemon reads the server's real context size from /props (4096, as -c asked)."""
     send(shared, message="Hi", model="gemma-3-270m", max_tokens=1)
     e = entry(shared, "gemma")
-    request = urllib.request.Request(
-        e["base_url"].removesuffix("/v1") + "/props",
-        headers={"Authorization": f"Bearer {llama_env.api_key(e['pid'])}"},
-    )
-    with urllib.request.urlopen(request, timeout=5) as f:
-        props = json.load(f)
+    props = server_json(e, "/props")
     assert e["n_ctx"] == props["default_generation_settings"]["n_ctx"] == 4096
 
 
@@ -425,17 +431,12 @@ def test_bundled_model_answers_ten_questions_in_plain_text(bundled: Daemon) -> N
 def test_bundled_model_uses_the_transcript_template(bundled: Daemon) -> None:
     """The bundled GGUF has no chat template, and its server runs the daemon's
     Question/Answer transcript template (not llama.cpp's ChatML fallback)."""
+    bundled.call("local/start", {"name": "gemma"})  # assembles the model on first use
     info = prompt.read_gguf(next(Path(bundled.env["XDG_CACHE_HOME"]).rglob("*.gguf")))
     assert info.architecture == "gemma3" and info.chat_template is None
     assert {"<end_of_turn>", "<start_of_turn>", "<eos>"} <= info.special_tokens
-    bundled.call("local/start", {"name": "gemma"})
     e = entry(bundled, "gemma")
-    request = urllib.request.Request(
-        e["base_url"].removesuffix("/v1") + "/props",
-        headers={"Authorization": f"Bearer {llama_env.api_key(e['pid'])}"},
-    )
-    with urllib.request.urlopen(request, timeout=5) as f:
-        props = json.load(f)
+    props = server_json(e, "/props")
     assert props["chat_template"].strip() == prompt.TRANSCRIPT_JINJA.strip()
 
 
@@ -546,3 +547,30 @@ def test_token_filter_joins_tokens_split_across_deltas() -> None:
         "",
     ]
     assert t.flush() == ""
+
+
+def test_transcript_carries_the_conversation(bundled: Daemon) -> None:
+    """In the transcript format a follow-up is answered after the earlier turns, rendered
+    as Question/Answer pairs below the system prompt."""
+    r1, _ = send(
+        bundled,
+        message="What is the capital of France?",
+        model="gemma-3-270m",
+        system="Answer in one sentence.",
+        temperature=0,
+    )
+    r2, _ = send(bundled, message="And of Italy?", conversation_id=r1["conversation_id"])
+    assert r2["text"].strip() and not LEAKS.search(r2["text"])
+    e = entry(bundled, "gemma")
+    messages = [
+        {"role": "system", "content": "Answer in one sentence."},
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": r1["text"]},
+        {"role": "user", "content": "And of Italy?"},
+    ]
+    rendered = server_json(e, "/apply-template", {"messages": messages})["prompt"]
+    assert rendered.startswith("Answer in one sentence.\n\nQuestion: ")
+    assert rendered.endswith(
+        f"\n\nQuestion: What is the capital of France?\nAnswer: {r1['text']}"
+        "\n\nQuestion: And of Italy?\nAnswer:"
+    )
