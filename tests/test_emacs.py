@@ -427,8 +427,9 @@ def test_attach_files_and_unsaved_buffers(
     """assistant-attach-file (default: this buffer's file; C-c C-a in a chat) queues files
     for a chat's next message, shown as "📎 name" lines: a text file reaches the provider
     as text and a PNG as an image_url part; an unnamed or modified buffer goes as its
-    text; assistant-attach-clear drops the queue; a file queued before
-    assistant-ask-region goes with the question; a reopened conversation shows them."""
+    text; C-c C-a in a chat reads a file name; assistant-attach-clear drops the queue; a
+    file queued before assistant-ask-region goes with the question; a reopened
+    conversation shows them."""
     image = png()
     (tmp_path / "notes.txt").write_text("remember FACT-7\n")
     (tmp_path / "dot.png").write_bytes(image)

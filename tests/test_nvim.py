@@ -582,9 +582,9 @@ def test_attach_files_and_unsaved_buffers(
 ) -> None:
     """:AssistantAttach queues the current file or a given one for the next chat message
     (shown as "📎 name" lines): a text file reaches the provider as text and a PNG as an
-    image_url part; an unnamed or modified buffer goes as its text; ! drops the queue; a
-    file queued before :AssistantAsk goes with the question; a reopened conversation
-    shows its attachments."""
+    image_url part; an unnamed or modified buffer goes as its text; in a chat buffer a
+    path is asked for (with file completion); ! drops the queue; a file queued before
+    :AssistantAsk goes with the question; a reopened conversation shows its attachments."""
     image = png()
     (tmp_path / "notes.txt").write_text("remember FACT-7\n")
     (tmp_path / "dot.png").write_bytes(image)
@@ -619,6 +619,7 @@ def test_attach_files_and_unsaved_buffers(
     )
 
     assert r["before_drop"][-2:] == ["📎 notes.txt", ""]
+    assert r["input"] == {"prompt": "Attach: ", "completion": "file"}
     assert r["after_drop"][-2:] == ["## You", ""]
     assert users[2] == "[[reply:plain]] nothing attached"
 

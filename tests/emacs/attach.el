@@ -6,7 +6,8 @@
 ;; default: this file) and a PNG queue for the next `assistant-chat', which shows them
 ;; as "📎 name" lines and sends them with its first message.  With the chat shown in
 ;; another window, an unnamed buffer and a file buffer with unsaved changes go as their
-;; text.  `assistant-attach-clear' drops what is queued.  A file queued before
+;; text.  C-c C-a in the chat reads a file name.  `assistant-attach-clear' drops what is
+;; queued.  A file queued before
 ;; `assistant-ask-region' goes with the question.  A reopened conversation shows its
 ;; attachments.
 
@@ -44,7 +45,7 @@
      (assistant-test-send buf "[[reply:ok]] drafts")
      (assistant-test-wait 10 (assistant-test-idle buf) "the second answer")
 
-     (assistant-attach-file attach-notes)
+     (execute-kbd-macro (vconcat (kbd "C-c C-a C-a C-k") attach-notes (kbd "RET")))
      (assistant-test-put "before_clear" (assistant-test-lines buf))
      (assistant-attach-clear)
      (assistant-test-put "after_clear" (assistant-test-lines buf))

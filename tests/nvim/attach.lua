@@ -1,7 +1,7 @@
 -- :AssistantAttach: files queued from a file buffer go with the next :AssistantChat's
 -- message (a text file and a PNG, by path); with the chat in sight, an unnamed buffer
--- and a buffer with unsaved changes go as their text; :AssistantAttach! drops what is
--- queued; a file queued before :AssistantAsk goes with the question; a reopened
+-- and a buffer with unsaved changes go as their text; in the chat buffer a path is asked
+-- for; :AssistantAttach! drops what is queued; a file queued before :AssistantAsk goes with the question; a reopened
 -- conversation shows its attachments.
 local H = dofile("tests/nvim/helpers.lua")
 local R = H.result
@@ -38,7 +38,11 @@ H.run(function()
   H.send(buf, "[[reply:ok]] drafts")
   H.wait(10000, H.idle(buf), "the second answer")
 
-  vim.cmd("AssistantAttach " .. notes)
+  vim.ui.input = function(opts, on_confirm) -- in a chat buffer, with no path: one is asked for
+    R.input = { prompt = opts.prompt, completion = opts.completion }
+    on_confirm(dir .. "/notes.txt")
+  end
+  vim.cmd("AssistantAttach")
   R.before_drop = H.lines(buf)
   vim.cmd("AssistantAttach!")
   R.after_drop = H.lines(buf)
