@@ -81,3 +81,6 @@ def test_starting_the_local_model_shows_one_progress_line(make_daemon: Any, tmp_
     assert out.count("starting the local model tiny…".encode()) == 1, out
     code, out = on_pty(d, "chat", "-p", "tiny", "--max-tokens", "8", "Name a fruit.", timeout=120)
     assert code == 0 and b"starting the local model" not in out, out
+    d.call("local/stop", {"name": "tiny"})
+    piped = ctl(d, "chat", "-p", "tiny", "--max-tokens", "8", "Name a tree.", input="", timeout=180)
+    assert piped.returncode == 0 and "starting" not in piped.stderr, piped.stderr
