@@ -390,14 +390,6 @@ class Store:
             self._changed(cid, "deleted")
         return cur.rowcount > 0
 
-    def touch(self, cid: str, model: str | None, provider: str | None) -> None:
-        with self._write():
-            self.db.execute(
-                "UPDATE conversations SET updated_at=?, model=COALESCE(?, model),"
-                " provider=COALESCE(?, provider) WHERE id=?",
-                (now(), model, provider, cid),
-            )
-
     # -- messages ------------------------------------------------------------------
 
     def messages(self, cid: str) -> list[dict[str, Any]]:
