@@ -75,6 +75,7 @@ class Conversation(Result):
     model: str | None
     provider: str | None
     system: str | None
+    role: str | None = None  # the role it was started with; continuing it keeps the role
     created_at: str
     updated_at: str
     source: dict[str, Any] | None = None
@@ -170,7 +171,9 @@ class Conversations:
         return Conversation(
             **{
                 k: conv[k]
-                for k in ("id", "title", "model", "provider", "system", "created_at", "updated_at")
+                for k in (
+                    "id", "title", "model", "provider", "system", "role", "created_at", "updated_at"
+                )
             },
             source=json.loads(conv["source"]) if conv["source"] else None,
             messages=[

@@ -98,6 +98,7 @@ def test_conversation_keeps_role(poet: Daemon, upstream: Upstream) -> None:
     second = poet.call("chat/send", {"message": "two", "conversation_id": cid})
     req = last(upstream)
     assert second["role"] == "poet"
+    assert poet.call("conversations/get", {"id": cid})["role"] == "poet"
     assert system_of(req) == "You answer in verse, as a poet of Rome."
     assert (req["model"], req["temperature"], req["max_tokens"]) == ("fake-poet", 0.3, 50)
     poet.stop()
