@@ -427,7 +427,8 @@ def test_attach_files_and_unsaved_buffers(
     """assistant-attach-file (default: this buffer's file; C-c C-a in a chat) queues files
     for a chat's next message, shown as "📎 name" lines: a text file reaches the provider
     as text and a PNG as an image_url part; an unnamed or modified buffer goes as its
-    text; C-c C-a in a chat reads a file name; assistant-attach-clear drops the queue; a
+    text; C-c C-a in a chat reads a file name; assistant-attach-clear drops the queue; one
+    attached while an answer streams shows under the next "## You" and goes next; a
     file queued before assistant-ask-region goes with the question; a reopened
     conversation shows them."""
     image = png()
@@ -468,7 +469,15 @@ def test_attach_files_and_unsaved_buffers(
     assert r["after_clear"][-2:] == ["## You", ""]
     assert users[2] == "[[reply:plain]] nothing attached"
 
-    assert users[3] == (
+    assert r["busy_lines"].count("📎 dot.png") == 1  # the first message's only
+    assert r["after_busy"][-4:] == ["", "## You", "📎 dot.png", ""]
+    assert users[3] == "[[reply:busy answer]] busy"
+    assert users[4] == [
+        {"type": "text", "text": "[[reply:after]] with it"},
+        {"type": "image_url", "image_url": {"url": url}},
+    ]
+
+    assert users[5] == (
         '[[reply:asked]] what is in it?\n\n<context name="notes.txt:1-1">\nremember FACT-7\n'
         '\n</context>\n\n<context name="notes.txt">\nremember FACT-7\n\n</context>'
     )

@@ -583,7 +583,8 @@ def test_attach_files_and_unsaved_buffers(
     """:AssistantAttach queues the current file or a given one for the next chat message
     (shown as "📎 name" lines): a text file reaches the provider as text and a PNG as an
     image_url part; an unnamed or modified buffer goes as its text; in a chat buffer a
-    path is asked for (with file completion); ! drops the queue; a file queued before
+    path is asked for (with file completion); ! drops the queue; one attached while an
+    answer streams shows under the next "## You" and goes next; a file queued before
     :AssistantAsk goes with the question; a reopened conversation shows its attachments."""
     image = png()
     (tmp_path / "notes.txt").write_text("remember FACT-7\n")
@@ -623,7 +624,15 @@ def test_attach_files_and_unsaved_buffers(
     assert r["after_drop"][-2:] == ["## You", ""]
     assert users[2] == "[[reply:plain]] nothing attached"
 
-    assert users[3] == (
+    assert r["busy_lines"].count("📎 dot.png") == 1  # the first message's only
+    assert r["after_busy"][-4:] == ["", "## You", "📎 dot.png", ""]
+    assert users[3] == "[[reply:busy answer]] busy"
+    assert users[4] == [
+        {"type": "text", "text": "[[reply:after]] with it"},
+        {"type": "image_url", "image_url": {"url": url}},
+    ]
+
+    assert users[5] == (
         '[[reply:asked]] what is in it?\n\n<context name="notes.txt">\nremember FACT-7\n\n</context>'
     )
     assert "## You\n📎 notes.txt\n[[reply:asked]] what is in it?" in "\n".join(r["ask_lines"])

@@ -66,6 +66,9 @@ those commands asks for a role instead."
 (defvar-local assistant-chat--attached nil
   "Attachments queued for this buffer's next message, oldest first.
 Each is a plist (:name NAME :path FILE-OR-NIL :buffer BUFFER-OR-NIL).")
+(defvar-local assistant-chat--shown 0
+  "How many of `assistant-chat--attached' have their line yet.
+One attached while an answer streams shows under the next \"## You\".")
 (defvar assistant-chat--pending nil
   "Attachments for the next chat buffer opened (no chat buffer was in sight).")
 
@@ -118,10 +121,21 @@ the next message (a \"📎 name\" line shows it).
     (when point-follows (goto-char (point-max)))
     (dolist (w follow) (set-window-point w (point-max)))))
 
+(defun assistant-chat--show (att)
+  "Show attachment ATT as a \"📎 name\" line under the last \"## You\"."
+  (save-excursion
+    (goto-char assistant-chat--prompt)
+    (insert "\n" assistant-chat--clip
+            (replace-regexp-in-string "\n" " " (plist-get att :name)))
+    (set-marker assistant-chat--prompt (point)))
+  (setq assistant-chat--shown (1+ assistant-chat--shown)))
+
 (defun assistant-chat--new-prompt ()
   "Open the next \"## You\" after the answer and put point there."
   (assistant-chat--insert "\n\n## You\n")
   (set-marker assistant-chat--prompt (1- assistant-chat--answer))
+  (setq assistant-chat--shown 0)
+  (mapc #'assistant-chat--show assistant-chat--attached) ; attached while it streamed
   (goto-char (point-max))
   (dolist (w (get-buffer-window-list nil nil t)) (set-window-point w (point-max))))
 
@@ -195,11 +209,8 @@ The chat buffer shows it as a \"📎 name\" line under its last \"## You\"."
       (setq assistant-chat--pending (append assistant-chat--pending (list att)))
     (with-current-buffer buffer
       (setq assistant-chat--attached (append assistant-chat--attached (list att)))
-      (save-excursion
-        (goto-char assistant-chat--prompt)
-        (insert "\n" assistant-chat--clip
-                (replace-regexp-in-string "\n" " " (plist-get att :name)))
-        (set-marker assistant-chat--prompt (point))))))
+      (unless (assistant-chat-busy-p) ; else it shows when the answer is in
+        (assistant-chat--show att)))))
 
 (defun assistant-chat-detach (buffer)
   "Drop the attachments queued for chat BUFFER (nil: for the next one).
@@ -208,7 +219,7 @@ Return how many there were."
   (if (not (and buffer (assistant-chat-p buffer)))
       (prog1 (length assistant-chat--pending) (setq assistant-chat--pending nil))
     (with-current-buffer buffer
-      (let ((n (length assistant-chat--attached))
+      (let ((n assistant-chat--shown)
             (end (marker-position assistant-chat--prompt)))
         (save-excursion
           (goto-char end)
@@ -220,8 +231,9 @@ Return how many there were."
             (when intact
               (delete-region (point) end)
               (set-marker assistant-chat--prompt (point)))))
-        (setq assistant-chat--attached nil)
-        n))))
+        (prog1 (length assistant-chat--attached)
+          (setq assistant-chat--attached nil
+                assistant-chat--shown 0))))))
 
 (defun assistant-chat-run (buf shown method params)
   "Show SHOWN as the user's turn in chat buffer BUF and send METHOD with PARAMS.
@@ -243,7 +255,8 @@ busy."
           (when items
             (setq params (plist-put params :context
                                     (vconcat (plist-get params :context) items)))))
-        (setq assistant-chat--attached nil)
+        (setq assistant-chat--attached nil
+              assistant-chat--shown 0)
         (if assistant-chat-conversation-id
             (setq params (plist-put params :conversation_id assistant-chat-conversation-id))
           (when assistant-chat-role

@@ -7,9 +7,9 @@
 ;; as "📎 name" lines and sends them with its first message.  With the chat shown in
 ;; another window, an unnamed buffer and a file buffer with unsaved changes go as their
 ;; text.  C-c C-a in the chat reads a file name.  `assistant-attach-clear' drops what is
-;; queued.  A file queued before
-;; `assistant-ask-region' goes with the question.  A reopened conversation shows its
-;; attachments.
+;; queued.  One attached while an answer streams shows under the next "## You".  A
+;; file queued before `assistant-ask-region' goes with the question.  A reopened
+;; conversation shows its attachments.
 
 ;;; Code:
 
@@ -51,6 +51,14 @@
      (assistant-test-put "after_clear" (assistant-test-lines buf))
      (assistant-test-send buf "[[reply:plain]] nothing attached")
      (assistant-test-wait 10 (assistant-test-idle buf) "the third answer")
+
+     (assistant-test-send buf "[[reply:busy answer]] busy") ; attached while it is on its way
+     (assistant-attach-file (concat attach-dir "dot.png"))   ; shows after it
+     (assistant-test-put "busy_lines" (assistant-test-lines buf))
+     (assistant-test-wait 10 (assistant-test-idle buf) "the fourth answer")
+     (assistant-test-put "after_busy" (assistant-test-lines buf))
+     (assistant-test-send buf "[[reply:after]] with it")
+     (assistant-test-wait 10 (assistant-test-idle buf) "the fifth answer")
 
      (switch-to-buffer (find-buffer-visiting attach-notes))
      (revert-buffer t t)

@@ -1,8 +1,9 @@
 -- :AssistantAttach: files queued from a file buffer go with the next :AssistantChat's
 -- message (a text file and a PNG, by path); with the chat in sight, an unnamed buffer
 -- and a buffer with unsaved changes go as their text; in the chat buffer a path is asked
--- for; :AssistantAttach! drops what is queued; a file queued before :AssistantAsk goes with the question; a reopened
--- conversation shows its attachments.
+-- for; :AssistantAttach! drops what is queued; one attached while an answer streams
+-- shows under the next "## You"; a file queued before :AssistantAsk goes with the
+-- question; a reopened conversation shows its attachments.
 local H = dofile("tests/nvim/helpers.lua")
 local R = H.result
 local api = vim.api
@@ -48,6 +49,14 @@ H.run(function()
   R.after_drop = H.lines(buf)
   H.send(buf, "[[reply:plain]] nothing attached")
   H.wait(10000, H.idle(buf), "the third answer")
+
+  H.send(buf, "[[reply:busy answer]] busy") -- attached while the answer is on its way:
+  vim.cmd("AssistantAttach " .. vim.fn.fnameescape(dir .. "/dot.png")) -- shown after it
+  R.busy_lines = H.lines(buf)
+  H.wait(10000, H.idle(buf), "the fourth answer")
+  R.after_busy = H.lines(buf)
+  H.send(buf, "[[reply:after]] with it")
+  H.wait(10000, H.idle(buf), "the fifth answer")
 
   vim.cmd("buffer " .. notes)
   vim.cmd("edit!") -- its changes dropped: now the file on disk goes

@@ -12,7 +12,9 @@ local M = {}
 
 local api = vim.api
 local ns = api.nvim_create_namespace("assistant_chat")
-local state = {} -- buf -> { conversation_id, role, request, prompt, answer, streamed, attached }
+-- buf -> { conversation_id, role, request, prompt, answer, streamed, attached, shown }
+-- (`shown`: how many of `attached` have their "📎" line yet; not while a request runs)
+local state = {}
 local pending = {} -- attachments for the next chat buffer opened (no chat was in sight)
 local CLIP = "📎 "
 local count = 0
@@ -63,10 +65,24 @@ local function set_busy(buf, st, id)
 end
 
 -- Open a new prompt ("## You") after the answer and put the cursor there.
+-- Show attachment `att` as a "📎 name" line under the last "## You" (the prompt mark
+-- moves past it).
+local function show(buf, st, att)
+  local row, col = mark_pos(buf, st.prompt)
+  local line = CLIP .. att.name:gsub("\n", " ")
+  api.nvim_buf_set_text(buf, row, col, row, col, { "", line })
+  st.prompt = api.nvim_buf_set_extmark(buf, ns, row + 1, #line, { id = st.prompt, right_gravity = false })
+  st.shown = st.shown + 1
+end
+
 local function new_prompt(buf, st)
   insert(buf, st, "\n\n## You\n")
   local row = mark_pos(buf, st.answer)
   st.prompt = api.nvim_buf_set_extmark(buf, ns, row - 1, #"## You", { id = st.prompt, right_gravity = false })
+  st.shown = 0
+  for _, att in ipairs(st.attached) do -- attached while the answer came
+    show(buf, st, att)
+  end
   if api.nvim_get_current_buf() == buf then
     api.nvim_win_set_cursor(0, { api.nvim_buf_line_count(buf), 0 })
   end
@@ -124,10 +140,9 @@ function M.attach(buf, att)
     return
   end
   st.attached[#st.attached + 1] = att
-  local row, col = mark_pos(buf, st.prompt)
-  local line = CLIP .. att.name:gsub("\n", " ")
-  api.nvim_buf_set_text(buf, row, col, row, col, { "", line })
-  st.prompt = api.nvim_buf_set_extmark(buf, ns, row + 1, #line, { id = st.prompt, right_gravity = false })
+  if not st.request then -- else it shows under the next "## You", when the answer is in
+    show(buf, st, att)
+  end
 end
 
 --- Drop the attachments queued for chat buffer `buf` (nil: for the next one) and their
@@ -139,7 +154,7 @@ function M.detach(buf)
     pending = {}
     return n
   end
-  local n = #st.attached
+  local n = st.shown
   local row, col = mark_pos(buf, st.prompt)
   local lines = api.nvim_buf_get_lines(buf, math.max(row - n + 1, 0), row + 1, true)
   local intact = n > 0 and row >= n
@@ -150,7 +165,8 @@ function M.detach(buf)
     local above = api.nvim_buf_get_lines(buf, row - n, row - n + 1, true)[1]
     api.nvim_buf_set_text(buf, row - n, #above, row, col, { "" })
   end
-  st.attached = {}
+  n = #st.attached
+  st.attached, st.shown = {}, 0
   return n
 end
 
@@ -174,7 +190,7 @@ function M.run(buf, shown, method, params)
       context[#context + 1] = require("assistant.attach").item(att)
     end
     params.context = #context > 0 and context or nil
-    st.attached = {}
+    st.attached, st.shown = {}, 0
   end
   if not st.conversation_id then -- a continued conversation keeps its role in the daemon
     params.role = params.role or st.role
@@ -256,7 +272,7 @@ function M.open(opts)
   vim.bo[buf].filetype = "markdown"
   local lines = conv and render(conv) or { "# Chat", "", "## You", "" }
   api.nvim_buf_set_lines(buf, 0, -1, true, lines)
-  local st = { conversation_id = conv and conv.id, role = opts.role, streamed = 0, attached = {} }
+  local st = { conversation_id = conv and conv.id, role = opts.role, streamed = 0, attached = {}, shown = 0 }
   vim.b[buf].assistant_role = opts.role
   st.prompt = api.nvim_buf_set_extmark(buf, ns, #lines - 2, #"## You", { right_gravity = false })
   state[buf] = st
