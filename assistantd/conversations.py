@@ -37,7 +37,7 @@ class ListParams(Params):
     )
 
 
-class ListResult(Result):
+class ConversationList(Result):
     conversations: list[ConversationSummary]
     total: int = Field(
         description="matching conversations; past 1,000 search matches a lower bound"
@@ -139,7 +139,7 @@ class Conversations:
         self.store = store
         self.blobs = Blobs(store.path.parent / "blobs")
 
-    async def list(self, p: ListParams, ctx: RequestContext) -> ListResult:
+    async def list(self, p: ListParams, ctx: RequestContext) -> ConversationList:
         """Conversations, newest first; ``query`` searches titles and messages."""
         if p.before is not None and p.query:
             raise errors.InvalidParams(
@@ -154,7 +154,7 @@ class Conversations:
             raise errors.InvalidParams(
                 "`before` is not a cursor from conversations/list", reason="bad_cursor"
             ) from None
-        return ListResult(
+        return ConversationList(
             conversations=[ConversationSummary(**r) for r in page.conversations],
             total=page.total,
             total_exact=page.total_exact,
@@ -172,7 +172,14 @@ class Conversations:
             **{
                 k: conv[k]
                 for k in (
-                    "id", "title", "model", "provider", "system", "role", "created_at", "updated_at"
+                    "id",
+                    "title",
+                    "model",
+                    "provider",
+                    "system",
+                    "role",
+                    "created_at",
+                    "updated_at",
                 )
             },
             source=json.loads(conv["source"]) if conv["source"] else None,

@@ -31,6 +31,7 @@ from assistantd import (
 from assistantd.chat import Chat, ChatParams, ChatResult
 from assistantd.conversations import (
     Conversation,
+    ConversationList,
     Conversations,
     DeleteResult,
     ExportParams,
@@ -39,20 +40,25 @@ from assistantd.conversations import (
     ForkResult,
     IdParams,
     ListParams,
-    ListResult,
     RenameParams,
     RenameResult,
 )
 from assistantd.events import Bus, SubscribeParams, SubscribeResult
-from assistantd.local import ListResult as LocalListResult
-from assistantd.local import LocalServers, LogsParams, LogsResult, NameParams, ServerEntry
+from assistantd.local import (
+    LocalServers,
+    LogsParams,
+    LogsResult,
+    NameParams,
+    ServerEntry,
+    ServerList,
+)
 from assistantd.providers import Providers, off_loop
 from assistantd.roles import Roles, RolesResult
 from assistantd.rpc import EmptyResult, NoParams, Params, Registry, RequestContext, Result
 from assistantd.server import AlreadyRunning, Listener, Server, notify_systemd
 from assistantd.store import Store, StoreError
 from assistantd.summarize import Summarizer, SummarizeResult, TextParams, UrlParams
-from assistantd.usage import Ledger, ReportParams, ReportResult, Usage
+from assistantd.usage import Ledger, ReportParams, ReportResult, Reports
 
 log = logging.getLogger("assistantd")
 
@@ -174,7 +180,7 @@ class Daemon:
         )
         self.ledger = Ledger(self.store, self.config)
         self.providers.on_usage = self.ledger.record
-        self.usage = Usage(self.store)
+        self.usage = Reports(self.store)
         self.roles = Roles(lambda: self.config)
         self.chat = Chat(self.store, self.providers, self.ledger, self.default_model, self.roles)
         self.summarizer = Summarizer(
@@ -269,7 +275,7 @@ class Daemon:
         r("models/list", ModelsParams, ModelsResult, self.models_list)
         r("chat/send", ChatParams, ChatResult, self.chat.send)
         c = self.conversations
-        r("conversations/list", ListParams, ListResult, c.list)
+        r("conversations/list", ListParams, ConversationList, c.list)
         r("conversations/get", IdParams, Conversation, c.get)
         r("conversations/rename", RenameParams, RenameResult, c.rename)
         r("conversations/delete", IdParams, DeleteResult, c.delete)
@@ -277,7 +283,7 @@ class Daemon:
         r("conversations/export", ExportParams, ExportResult, c.export)
         r("usage/report", ReportParams, ReportResult, self.usage.report)
         r("daemon/subscribe", SubscribeParams, SubscribeResult, self.bus.subscribe)
-        r("local/list", NoParams, LocalListResult, self.local.list)
+        r("local/list", NoParams, ServerList, self.local.list)
         r("local/start", NameParams, ServerEntry, self.local.start_method)
         r("local/stop", NameParams, ServerEntry, self.local.stop_method)
         r("local/logs", LogsParams, LogsResult, self.local.logs)

@@ -58,7 +58,7 @@ class ServerEntry(BaseModel):
     error: str | None = None
 
 
-class ListResult(Result):
+class ServerList(Result):
     servers: list[ServerEntry]
 
 
@@ -477,12 +477,12 @@ class LocalServers:
             return []
         return [p for p in self.providers.by_name.values() if p.local and not p.managed]
 
-    async def list(self, p: Params, ctx: RequestContext) -> ListResult:
+    async def list(self, p: Params, ctx: RequestContext) -> ServerList:
         """Local model servers: the managed ones with their state, the others probed."""
         managed = [self._entry(s) for s in self.servers.values()]
         others = self._unmanaged()
         probed = await asyncio.gather(*(self.probe(u) for u in others))
-        return ListResult(servers=managed + list(probed))
+        return ServerList(servers=managed + list(probed))
 
     async def start_method(self, p: NameParams, ctx: RequestContext) -> ServerEntry:
         """Start a managed local server now (or probe an unmanaged one); its entry."""

@@ -98,7 +98,7 @@ _KEYS = {
 }
 
 
-class Usage:
+class Reports:
     def __init__(self, store: Store) -> None:
         self.store = store
 
