@@ -31,6 +31,17 @@
      (assistant-test-wait 5 (lambda () (member (alist-get 'state (process-attributes pid))
                                                '(nil "Z")))
                           "the daemon to exit")
+     ;; Even then the kernel may still accept a connection for a moment (and drop it):
+     ;; wait until the socket refuses one, as it does by the time a person types again.
+     (assistant-test-wait 5 (lambda ()
+                              (condition-case nil
+                                  (progn (delete-process
+                                          (make-network-process
+                                           :name "probe" :family 'local
+                                           :service (assistant-rpc-socket-path)))
+                                         nil)
+                                (file-error t)))
+                          "the socket to refuse connections")
      (assistant-test-send buf "anyone there?")
      (assistant-test-wait 5 (assistant-test-idle buf) "the next error")
      (assistant-test-put "lines" (assistant-test-lines buf)))))
