@@ -6,10 +6,8 @@ Every key is optional. Built-in provider presets are merged under the user's
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import tomllib
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -139,17 +137,6 @@ class ConfigError(Exception):
     """A config that cannot be used; the message names the file, line and key."""
 
 
-def load(path: Path) -> Config:
-    """The config at ``path``; a missing file is the empty config."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return Config()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read: {e}") from None
-    return parse(text, str(path))
-
-
 def parse(text: str, name: str = "config.toml") -> Config:
     try:
         data = tomllib.loads(text)
@@ -165,67 +152,7 @@ def parse(text: str, name: str = "config.toml") -> Config:
             where = f"line {line}" if line else "?"
             problems.append(f"{name}:{where}: {'.'.join(loc)}: {err['msg']}")
         raise ConfigError("; ".join(problems)) from None
-    problems = check_roles(cfg, text, name)
-    if problems:
-        raise ConfigError("; ".join(problems))
     return cfg
-
-
-def check_roles(cfg: Config, text: str, name: str) -> list[str]:
-    """What is wrong with the ``[roles.*]`` tables that pydantic cannot see: a new role
-    without ``system``, a provider that does not exist, a model nothing routes to."""
-    from assistantd import llama, pricing
-    from assistantd.roles import BUILTIN  # roles imports this module: import at call time
-
-    def where(*loc: str) -> str:
-        line = locate(text, ["roles", *loc])
-        return f"{name}:line {line}" if line else f"{name}:?"
-
-    patterns: dict[str, list[str]] = {}
-    for pname in [*PRESETS, *cfg.providers]:
-        merged = {
-            **PRESETS.get(pname, {}),
-            **cfg.providers.get(pname, ProviderConfig()).model_dump(exclude_none=True),
-        }
-        if "base_url" in merged:
-            patterns[pname] = list(merged.get("models") or [])
-    for pname, lc in cfg.local.items():
-        patterns[pname] = list(lc.models or [lc.alias or pname])
-    patterns.setdefault(llama.BUILTIN_NAME, [llama.BUILTIN_ALIAS])
-    priced = [pat for pat, _ in pricing.BUILT_IN]
-
-    def known(model: str, provider: str | None) -> bool:
-        if model in cfg.models:
-            return True
-        if provider is not None:
-            pats = patterns[provider]
-            return not pats or any(fnmatch.fnmatchcase(model, p) for p in pats)
-        every = [p for pats in patterns.values() for p in pats] + priced
-        return any(fnmatch.fnmatchcase(model, p) for p in every)
-
-    problems = []
-    for rname, role in cfg.roles.items():
-        if role.system is None and rname not in BUILTIN:
-            problems.append(
-                f"{where(rname)}: roles.{rname}.system: a new role needs a system prompt"
-            )
-        if role.provider is not None and role.provider not in patterns:
-            problems.append(
-                f"{where(rname, 'provider')}: roles.{rname}.provider: no provider named "
-                f"{role.provider!r}"
-            )
-        elif role.model is not None and not known(role.model, role.provider):
-            why = (
-                f"provider {role.provider!r} does not serve it"
-                if role.provider
-                else "no provider's models patterns match it"
-            )
-            problems.append(
-                f"{where(rname, 'model')}: roles.{rname}.model: unknown model {role.model!r}: "
-                f"{why} (add it to a provider's models, name its provider, or give it a "
-                "[models] table)"
-            )
-    return problems
 
 
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")

@@ -27,6 +27,7 @@ from assistantd import (
     network,
     paths,
     secrets,
+    settings,
 )
 from assistantd.chat import Chat, ChatParams, ChatResult
 from assistantd.conversations import (
@@ -204,7 +205,7 @@ class Daemon:
     def _read_config(self) -> config.Config | None:
         self._config_stamp = self._stamp()
         try:
-            cfg = config.load(self.config_path)
+            cfg = settings.load(self.config_path)
         except config.ConfigError as e:
             self.config_error = str(e)
             log.error("config not applied: %s", e)
@@ -582,7 +583,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(dirs.log, "INFO", foreground=not args.quiet, max_bytes=args.log_max_bytes)
     socket_cfg = None
     try:
-        cfg = config.load(config_path)
+        cfg = settings.load(config_path)
         socket_cfg = cfg.socket
         logging.getLogger("assistantd").setLevel(cfg.log_level)
     except config.ConfigError:

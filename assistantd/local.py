@@ -25,17 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from secrets import token_urlsafe
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
 from assistantd import errors, llama, paths, secrets
 from assistantd.config import Config, LocalConfig
+from assistantd.providers import Provider, Providers, not_running
 from assistantd.rpc import Params, RequestContext, Result
-
-if TYPE_CHECKING:
-    from assistantd.providers import Provider, Providers
 
 log = logging.getLogger("assistantd.local")
 
@@ -43,7 +41,6 @@ TICK_S = 0.5  # how often the reaper looks at the servers
 AUTO_RESTART_GAP_S = 60.0  # a server that keeps dying is restarted by requests only
 KEYS_EVERY_S = 15.0  # how often the no-key default re-reads the keyring
 STOP_GRACE_S = 5.0
-KIND_NAMES = {"lmstudio": "LM Studio", "ollama": "Ollama", "llama-server": "llama-server"}
 
 
 class ServerEntry(BaseModel):
@@ -121,12 +118,6 @@ class Managed:
     @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
-
-
-def not_running(kind: str, base_url: str) -> str:
-    """'LM Studio is not running on localhost:1234'."""
-    where = urlsplit(base_url).netloc or base_url
-    return f"{KIND_NAMES.get(kind, kind)} is not running on {where}"
 
 
 def _not_found(name: str) -> errors.NotFound:

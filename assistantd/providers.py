@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 from assistantd import errors, secrets, tokens
 from assistantd.config import PRESETS, Config, LocalConfig, ProviderConfig
@@ -127,6 +128,15 @@ class StreamBroken(Exception):
 OnDelta = Callable[[str, list[dict[str, Any]] | None], Awaitable[None]]
 BaseUrlHook = Callable[[Provider], Awaitable[str]]
 T = TypeVar("T")
+
+
+KIND_NAMES = {"lmstudio": "LM Studio", "ollama": "Ollama", "llama-server": "llama-server"}
+
+
+def not_running(kind: str, base_url: str) -> str:
+    """'LM Studio is not running on localhost:1234'."""
+    where = urlsplit(base_url).netloc or base_url
+    return f"{KIND_NAMES.get(kind, kind)} is not running on {where}"
 
 
 def off_loop(call: Callable[[], T], name: str) -> asyncio.Future[T]:
@@ -576,8 +586,6 @@ class Providers:
         import openai
 
         if isinstance(e, openai.APIConnectionError) and p.local:
-            from assistantd.local import not_running
-
             if p.managed:  # its base_url is the manager's; the log says why it went away
                 message = (
                     f"the local server {p.name} stopped answering "

@@ -13,6 +13,7 @@ stays as written, so braces in a prompt (code, JSON) need no escaping.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -22,7 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from assistantd import errors
+from assistantd import config, errors, llama, pricing
 from assistantd.config import Config, RoleConfig
 from assistantd.rpc import NoParams, RequestContext, Result
 
@@ -154,3 +155,58 @@ class Roles:
                 for r in self.all().values()
             ]
         )
+
+
+def check(cfg: Config, text: str, name: str) -> list[str]:
+    """What is wrong with the ``[roles.*]`` tables that pydantic cannot see: a new role
+    without ``system``, a provider that does not exist, a model nothing routes to."""
+
+    def where(*loc: str) -> str:
+        line = config.locate(text, ["roles", *loc])
+        return f"{name}:line {line}" if line else f"{name}:?"
+
+    patterns: dict[str, list[str]] = {}
+    for pname in [*config.PRESETS, *cfg.providers]:
+        merged = {
+            **config.PRESETS.get(pname, {}),
+            **cfg.providers.get(pname, config.ProviderConfig()).model_dump(exclude_none=True),
+        }
+        if "base_url" in merged:
+            patterns[pname] = list(merged.get("models") or [])
+    for pname, lc in cfg.local.items():
+        patterns[pname] = list(lc.models or [lc.alias or pname])
+    patterns.setdefault(llama.BUILTIN_NAME, [llama.BUILTIN_ALIAS])
+    priced = [pat for pat, _ in pricing.BUILT_IN]
+
+    def known(model: str, provider: str | None) -> bool:
+        if model in cfg.models:
+            return True
+        if provider is not None:
+            pats = patterns[provider]
+            return not pats or any(fnmatch.fnmatchcase(model, p) for p in pats)
+        every = [p for pats in patterns.values() for p in pats] + priced
+        return any(fnmatch.fnmatchcase(model, p) for p in every)
+
+    problems = []
+    for rname, role in cfg.roles.items():
+        if role.system is None and rname not in BUILTIN:
+            problems.append(
+                f"{where(rname)}: roles.{rname}.system: a new role needs a system prompt"
+            )
+        if role.provider is not None and role.provider not in patterns:
+            problems.append(
+                f"{where(rname, 'provider')}: roles.{rname}.provider: no provider named "
+                f"{role.provider!r}"
+            )
+        elif role.model is not None and not known(role.model, role.provider):
+            why = (
+                f"provider {role.provider!r} does not serve it"
+                if role.provider
+                else "no provider's models patterns match it"
+            )
+            problems.append(
+                f"{where(rname, 'model')}: roles.{rname}.model: unknown model {role.model!r}: "
+                f"{why} (add it to a provider's models, name its provider, or give it a "
+                "[models] table)"
+            )
+    return problems

@@ -34,10 +34,10 @@ def test_every_contract_method_is_served() -> None:
 
 def test_config_examples_parse() -> None:
     """Every TOML example in the README and the protocol doc is a valid config."""
-    from assistantd import config
+    from assistantd import settings
 
     for doc in (ROOT / "README.md", DOC):
         blocks = re.findall(r"```toml\n(.*?)```", doc.read_text(), flags=re.S)
         assert blocks, doc
         for block in blocks:
-            config.parse(block, str(doc))
+            settings.parse(block, str(doc))

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from assistantd import config
+from assistantd import config, settings
 from assistantd.client import RpcError
 from assistantd.roles import BUILTIN
 from assistantd.summarize import COMBINE_NOTE
@@ -240,14 +240,14 @@ def test_role_config_errors(table: str, problem: str) -> None:
     """Unknown keys, wrong types, a missing prompt, unknown providers and models are errors
     that name the key and its line."""
     with pytest.raises(config.ConfigError) as e:
-        config.parse(f"[roles.r]\n{table}\n\n", "c.toml")
+        settings.parse(f"[roles.r]\n{table}\n\n", "c.toml")
     assert f"c.toml:{problem}" in str(e.value)
 
 
 def test_role_config_accepts_routable_models() -> None:
     """A model that a provider's patterns, a local server or the price table know is accepted,
     and a role named like a built-in needs no prompt of its own."""
-    cfg = config.parse(
+    cfg = settings.parse(
         "[roles.a]\nsystem = 's'\nmodel = 'gpt-4.1-mini'\n"
         "[roles.b]\nsystem = 's'\nprovider = 'ollama'\nmodel = 'llama3'\n"
         "[roles.c]\nsystem = 's'\nmodel = 'mine'\n[local.mine]\nmodel = '/m.gguf'\n"
