@@ -26,11 +26,11 @@ from assistantd.providers import (
     Provider,
     Providers,
     StreamBroken,
-    off_loop,
 )
 from assistantd.roles import Roles
 from assistantd.rpc import Params, RequestContext, Result
 from assistantd.store import Store
+from assistantd.threads import off_loop
 from assistantd.usage import Ledger, conversation_var
 
 log = logging.getLogger("assistantd.chat")

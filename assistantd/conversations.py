@@ -11,9 +11,9 @@ from pydantic import BaseModel, Field
 from assistantd import errors
 from assistantd.attachments import Blobs
 from assistantd.chat import Usage
-from assistantd.providers import off_loop
 from assistantd.rpc import Params, RequestContext, Result
 from assistantd.store import BadCursor, Store
+from assistantd.threads import off_loop
 
 
 class ConversationSummary(BaseModel):

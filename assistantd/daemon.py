@@ -53,12 +53,13 @@ from assistantd.local import (
     ServerEntry,
     ServerList,
 )
-from assistantd.providers import Providers, off_loop
+from assistantd.providers import Providers
 from assistantd.roles import Roles, RolesResult
 from assistantd.rpc import EmptyResult, NoParams, Params, Registry, RequestContext, Result
 from assistantd.server import AlreadyRunning, Listener, Server, notify_systemd
 from assistantd.store import Store, StoreError
 from assistantd.summarize import Summarizer, SummarizeResult, TextParams, UrlParams
+from assistantd.threads import off_loop
 from assistantd.usage import Ledger, ReportParams, ReportResult, Reports
 
 log = logging.getLogger("assistantd")

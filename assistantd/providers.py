@@ -6,12 +6,10 @@ completion call with retries before the first token and errors mapped to the con
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fnmatch
 import json
 import logging
 import random
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from assistantd import errors, secrets, tokens
 from assistantd.config import PRESETS, Config, LocalConfig, ProviderConfig
 from assistantd.network import BadNetworkConfig, Network
 from assistantd.prompt import Guard, TokenFilter
+from assistantd.threads import off_loop
 
 if TYPE_CHECKING:
     import openai
@@ -137,32 +136,6 @@ def not_running(kind: str, base_url: str) -> str:
     """'LM Studio is not running on localhost:1234'."""
     where = urlsplit(base_url).netloc or base_url
     return f"{KIND_NAMES.get(kind, kind)} is not running on {where}"
-
-
-def off_loop(call: Callable[[], T], name: str) -> asyncio.Future[T]:
-    """Run ``call`` on a daemon thread of its own and settle a future on the loop. Unlike
-    the loop's executor, a thread still busy at shutdown is abandoned, not joined."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[T] = loop.create_future()
-
-    def settle(value: Any, error: BaseException | None) -> None:
-        if fut.done():
-            return
-        if error is not None:
-            fut.set_exception(error)
-        else:
-            fut.set_result(value)
-
-    def run() -> None:
-        try:
-            value, error = call(), None
-        except BaseException as e:
-            value, error = None, e
-        with contextlib.suppress(RuntimeError):  # the loop may be closed by now
-            loop.call_soon_threadsafe(settle, value, error)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return fut
 
 
 # What the first streamed chat request and a model list import lazily beyond ``openai``

@@ -9,12 +9,12 @@ blank it out of any log line, error message or reply.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable
 from typing import Any
+
+from assistantd.threads import off_loop
 
 SERVICE = "assistantd"
 TIMEOUT_S = 5.0
@@ -73,33 +73,6 @@ def _backend() -> Any:
 _serial = threading.Lock()  # one D-Bus conversation with the keyring at a time
 
 
-def _off_loop(call: Callable[[], Any]) -> asyncio.Future[Any]:
-    """Run ``call`` in a daemon thread: unlike the loop's executor, a call that hangs in
-    D-Bus for ever can neither block the daemon's exit nor use up a shared pool."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[Any] = loop.create_future()
-
-    def settle(value: Any, error: BaseException | None) -> None:
-        if fut.done():
-            return
-        if error is not None:
-            fut.set_exception(error)
-        else:
-            fut.set_result(value)
-
-    def run() -> None:
-        try:
-            with _serial:
-                value, error = call(), None
-        except BaseException as e:
-            value, error = None, e
-        with contextlib.suppress(RuntimeError):  # the loop may be gone by now
-            loop.call_soon_threadsafe(settle, value, error)
-
-    threading.Thread(target=run, name="keyring", daemon=True).start()
-    return fut
-
-
 async def _run(func_name: str, *args: str) -> Any:
     def call() -> Any:
         from keyring.errors import KeyringError
@@ -117,7 +90,7 @@ async def _run(func_name: str, *args: str) -> Any:
 
     try:
         async with asyncio.timeout(TIMEOUT_S):
-            return await _off_loop(call)
+            return await off_loop(call, "keyring", _serial)
     except TimeoutError:
         raise KeyringUnavailable(f"the OS keyring did not answer within {TIMEOUT_S:g} s") from None
 
