@@ -119,3 +119,12 @@ def test_real_bundled_model_returns_valid_json(make_daemon: Any, gguf: Path) -> 
     assert isinstance(r["json"], dict) and isinstance(r["json"]["color"], str)
     assert json.loads(r["text"]) == r["json"]
     print(f"\nthe bundled model answered: {r['text']!r}")
+    # The same through the CLI, as a user runs it: one line of JSON, ready for jq.
+    p = run_cli(
+        d, "chat", "-m", "gemma-3-270m", "-t", "0", "--max-tokens", "60",
+        "--schema", json.dumps(COLOR), "What color is the sky?",
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("\n") == 1
+    assert isinstance(json.loads(p.stdout)["color"], str)
+    print(f"assistantctl chat --schema printed: {p.stdout!r}")
