@@ -179,6 +179,27 @@ def test_replace_selection_undoable(daemon: Daemon, upstream: Upstream) -> None:
     assert systems == [{"role": "system", "content": BUILTIN["code-edit"].system}] * 2
 
 
+def test_edited_role_changes_what_replace_sends(make_daemon: Any, upstream: Upstream) -> None:
+    """Editing `[roles.code-edit]` in config.toml while the daemon runs changes the prompt
+    :AssistantReplace sends next, with no restart: the plugin carries no prompt of its own."""
+    base = fake_provider_config(upstream)
+    d = make_daemon(base + '\n[roles.code-edit]\nsystem = "EDIT-ONE"\n')
+    run_nvim("replace.lua", daemon_env(d))
+    first = {q["body"]["messages"][0]["content"] for q in upstream.requests}
+    upstream.reset()
+    d.config_path.write_text(base + '\n[roles.code-edit]\nsystem = "EDIT-TWO"\n')
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        roles = {r["name"]: r for r in d.call("roles/list")["roles"]}
+        if roles["code-edit"]["system"] == "EDIT-TWO":
+            break
+        time.sleep(0.05)
+    assert roles["code-edit"]["system"] == "EDIT-TWO", "the config edit was not applied"
+    run_nvim("replace.lua", daemon_env(d))
+    second = {q["body"]["messages"][0]["content"] for q in upstream.requests}
+    assert (first, second) == ({"EDIT-ONE"}, {"EDIT-TWO"})
+
+
 ROLES = """
 [roles.poet]
 system = "POET-PROMPT"
