@@ -487,6 +487,8 @@ class Providers:
                 # Data already buffered never suspends: yield once per read so that the
                 # relay sends, many streams share the loop, and new requests start promptly.
                 await asyncio.sleep(0)
+                if relay is not None:
+                    await relay.room()
             self._take(events.close(), out, http.request, relay)
         except httpx2.TimeoutException as e:
             raise openai.APITimeoutError(request=http.request) from e
@@ -675,6 +677,11 @@ def _logprob(e: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Characters of answer the relay holds for a client that fell behind before the stream
+# waits for it (backpressure up to the provider); below it, queued deltas are joined.
+RELAY_BACKLOG = 8 * 1024
+
+
 class DeltaRelay:
     """Hands a stream's deltas to ``on_delta`` in order, from a task of its own so that
     the stream never waits for the client. While one delta waits for a client that fell
@@ -687,12 +694,24 @@ class DeltaRelay:
         self._logprobs: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self._closed = False
+        self._queued = 0  # what waits for the client, in characters (a logprob counts 32)
+        self._room = asyncio.Event()
+        self._room.set()
 
     def put(self, text: str, logprobs: list[dict[str, Any]] | None) -> None:
         self._text.append(text)
+        self._queued += len(text)
         if logprobs:
             self._logprobs.extend(logprobs)
+            self._queued += 32 * len(logprobs)
+        if self._queued > RELAY_BACKLOG:
+            self._room.clear()
         self._wake.set()
+
+    async def room(self) -> None:
+        """Wait while too much waits for a client that reads nothing: the stream then
+        stops reading, so the provider stops generating (and billing) for no one."""
+        await self._room.wait()
 
     def close(self) -> None:
         """No more deltas: ``run`` sends what is queued and returns."""
@@ -708,7 +727,8 @@ class DeltaRelay:
                 self._wake.clear()
                 continue
             text, logprobs = "".join(self._text), self._logprobs or None
-            self._text, self._logprobs = [], []
+            self._text, self._logprobs, self._queued = [], [], 0
+            self._room.set()
             await self._on_delta(text, logprobs)
 
 
