@@ -227,9 +227,11 @@ async def fetch(
     etag: str | None = None,
     last_modified: str | None = None,
     network: Network | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
 ) -> Page | None:
     """GET ``url`` within ``limits`` (through ``network``'s proxy, if it names one); None
-    when a conditional GET says 304 Not Modified."""
+    when a conditional GET says 304 Not Modified. ``transport`` replaces the network's
+    (a seam for tests, e.g. ``httpx2.MockTransport``); None, the daemon's case, uses it."""
     import httpx2
 
     current = check_url(url)
@@ -240,7 +242,8 @@ async def fetch(
     except BadNetworkConfig as e:
         raise _fail(str(e), url, "unreachable") from None
     # No proxy from the environment (trust_env=False); SSL_CERT_* still count (verify).
-    transport = net.transport(verify) if net.proxy else httpx2.AsyncHTTPTransport(verify=verify)
+    if transport is None:
+        transport = net.transport(verify) if net.proxy else httpx2.AsyncHTTPTransport(verify=verify)
     validators = (("If-None-Match", etag), ("If-Modified-Since", last_modified))
     conditional = {k: v for k, v in validators if v}
     where: Reach | None = None
