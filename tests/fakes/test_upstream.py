@@ -1,4 +1,6 @@
-"""Tests for the fake OpenAI-compatible upstream, driven by the real openai SDK."""
+"""Tests for the fake OpenAI-compatible upstream (tests/upstream.py), driven by the real openai
+SDK. They test the test tooling, not the product: scripts/test runs them as their own pytest
+run before the product suite, and the default collection skips this folder."""
 
 from __future__ import annotations
 
@@ -16,12 +18,9 @@ from typing import Any
 import openai
 import pytest
 
-try:
-    from tests.upstream import Upstream, count_prompt_tokens, tokenize
-except ImportError:  # tests/ is on sys.path instead of the project root
-    from upstream import Upstream, count_prompt_tokens, tokenize  # type: ignore[no-redef,import-not-found]
+from tests.upstream import Upstream, count_prompt_tokens, tokenize
 
-UPSTREAM_PY = Path(__file__).with_name("upstream.py")
+UPSTREAM_PY = Path(__file__).parent.parent / "upstream.py"
 
 
 @pytest.fixture
