@@ -23,6 +23,7 @@ from assistantd.prompt import Guard, TokenFilter
 from assistantd.threads import off_loop
 
 if TYPE_CHECKING:
+    import httpx2
     import openai
 
 log = logging.getLogger("assistantd.providers")
@@ -175,8 +176,17 @@ def import_sdk() -> float:
 
 
 class Providers:
-    def __init__(self, config: Config, base_url_hook: BaseUrlHook | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        base_url_hook: BaseUrlHook | None = None,
+        *,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
+        """``transport``, when given, carries every provider's requests (a seam for tests,
+        e.g. ``httpx2.MockTransport``); None, the daemon's case, builds each client's own."""
         self.config = config
+        self._transport = transport
         self.by_name = build(config)
         self.network = Network.from_config(config.network)
         self._clients: dict[str, tuple[tuple[str, str, Network], openai.AsyncOpenAI]] = {}
@@ -326,7 +336,8 @@ class Providers:
                 return cached[1]
             try:
                 client = await off_loop(
-                    lambda: _new_client(key, base_url, p.timeout_s, net), "assistantd-client"
+                    lambda: _new_client(key, base_url, p.timeout_s, net, self._transport),
+                    "assistantd-client",
                 )
             except BadNetworkConfig as e:
                 raise errors.UpstreamUnreachable(
@@ -624,16 +635,24 @@ class _Shown:
                 await self.on_delta(rest, None)
 
 
-def _new_client(key: str, base_url: str, timeout_s: float, net: Network) -> openai.AsyncOpenAI:
+def _new_client(
+    key: str,
+    base_url: str,
+    timeout_s: float,
+    net: Network,
+    transport: httpx2.AsyncBaseTransport | None = None,
+) -> openai.AsyncOpenAI:
     """A client for one provider. With ``[network] proxy`` its requests go through that
     proxy (loopback too) except to ``no_proxy`` hosts; without, the environment's proxy
     variables count, as for any httpx client. ``ca_bundle`` is trusted on top of the
-    default certificates."""
+    default certificates. A ``transport`` given replaces all of that (tests only)."""
     import openai
 
     timeout = openai.Timeout(timeout_s, connect=net.connect_timeout_s)
     limits = openai.DEFAULT_CONNECTION_LIMITS
-    if net.proxy is not None:
+    if transport is not None:
+        http = openai.DefaultAsyncHttpxClient(transport=transport, timeout=timeout)
+    elif net.proxy is not None:
         http = openai.DefaultAsyncHttpxClient(
             transport=net.transport(limits=limits), timeout=timeout
         )
