@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from assistantd import attachments, compaction, errors, tokens
 from assistantd.attachments import Blobs, Loaded
 from assistantd.compaction import needs_compaction, split_point, summary_system
+from assistantd.locks import ConversationLocks, Held
 from assistantd.providers import (
     Completion,
     ContextExceeded,
@@ -207,7 +208,7 @@ class Chat:
         self.ledger = ledger
         self.default_model = default_model  # callable: () -> str, decided by the daemon
         self.roles = roles
-        self.busy: set[str] = set()
+        self.locks = ConversationLocks()  # shared with summarize: one request per conversation
         self.blobs = Blobs(store.path.parent / "blobs")
 
     async def conversation(self, cid: str | None) -> dict[str, Any] | None:
@@ -267,14 +268,15 @@ class Chat:
         """Send a message in a new or stored conversation; stream the answer as ``chat/delta``."""
         conv = await self.conversation(params.conversation_id)
         params = self.apply_role(params, conv)
+        busy = "a chat/send is already running in this conversation"
+        async with self.locks.hold(conv["id"] if conv else None, busy) as held:
+            return await self._send(params, ctx, conv, held)
+
+    async def _send(
+        self, params: ChatParams, ctx: RequestContext, conv: dict[str, Any] | None, held: Held
+    ) -> ChatResult:
         role_name = params.role or (conv["role"] if conv else None)
         cid: str | None = conv["id"] if conv else None
-        if cid in self.busy:
-            raise errors.Busy(
-                "a chat/send is already running in this conversation", conversation_id=cid
-            )
-        if cid:
-            self.busy.add(cid)  # before any await: two sends cannot both pass the check
         turn: Turn | None = None
         stored = False
         loaded: list[Loaded] = []
@@ -319,7 +321,7 @@ class Chat:
             if dangling is not None:
                 await self.store.run(self.store.delete_message, dangling["id"])
             cid = await self._keep_question(params, turn, cid, stored=False, loaded=loaded)
-            self.busy.add(cid)
+            held.take(cid)
             conversation_var.set(cid)
             stored = True
             result = await self._answer(params, ctx, turn, cid, fit)
@@ -335,14 +337,11 @@ class Chat:
             if (task := asyncio.current_task()) is not None:
                 task.uncancel()
             cid = await asyncio.shield(self._keep_question(params, turn, cid, stored, loaded))
-            self.busy.add(cid)
+            held.take(cid)
             mid = await self._store_answer(cid, turn, Completion(), "partial", "cancelled")
             result = self._result(cid, mid, turn, Completion(), "cancelled", 0, False)
             result.role = role_name
             return result
-        finally:
-            if cid:
-                self.busy.discard(cid)
 
     async def _starting_local(self, p: Provider, ctx: RequestContext) -> None:
         """Tell the client once when this request has to start a managed local server

@@ -29,6 +29,7 @@ from assistantd.chat import MAX_MESSAGE_CHARS, Chat, Turn, Usage, title_from
 from assistantd.config import SummarizeConfig
 from assistantd.extract import Extractor
 from assistantd.fetch import Entry, Limits, PageCache, check_url, fetch, freshness
+from assistantd.locks import Held
 from assistantd.providers import Completion, ContextExceeded, Providers, StreamBroken
 from assistantd.roles import SUMMARIZE, Role, fill
 from assistantd.rpc import Params, RequestContext, Result
@@ -247,31 +248,37 @@ class Summarizer:
         self, params: _Options, ctx: RequestContext, load: Callable[[_Run], Awaitable[None]]
     ) -> SummarizeResult:
         conv = await self.chat.conversation(params.conversation_id)
-        if conv and conv["id"] in self.chat.busy:
-            raise errors.Busy(
-                "a request is already running in this conversation", conversation_id=conv["id"]
-            )
+        busy = "a request is already running in this conversation"
+        async with self.chat.locks.hold(conv["id"] if conv else None, busy) as held:
+            return await self._held(params, ctx, load, conv, held)
+
+    async def _held(
+        self,
+        params: _Options,
+        ctx: RequestContext,
+        load: Callable[[_Run], Awaitable[None]],
+        conv: dict[str, Any] | None,
+        held: Held,
+    ) -> SummarizeResult:
         role = self.chat.roles.get(params.role or SUMMARIZE)
         model, provider = params.model or role.model, params.provider or role.provider
         turn = self.chat.resolve(model, provider, role.max_tokens, conv)
         run = _Run(ctx, turn, params, self.settings().concurrency, role)
         if conv:
             run.cid = conv["id"]
-            self.chat.busy.add(conv["id"])
         # The usage ledger's rows name their conversation and what they were for.
         kind, owner = kind_var.set("summarize"), conversation_var.set(run.cid)
         try:
-            return await self._pipeline(run, load)
+            return await self._pipeline(run, load, held)
         finally:
             kind_var.reset(kind)
             conversation_var.reset(owner)
-            if run.cid:
-                self.chat.busy.discard(run.cid)
 
     async def _pipeline(
         self,
         run: _Run,
         load: Callable[[_Run], Awaitable[None]],
+        held: Held,
     ) -> SummarizeResult:
         try:
             await self.providers.client(run.turn.provider)  # no key: fail before fetching
@@ -288,7 +295,7 @@ class Summarizer:
                     )
                 )
                 run.own = True
-                self.chat.busy.add(run.cid)
+                held.take(run.cid)
             conversation_var.set(run.cid)  # reset by _go
             await self._summarize(run)
         except asyncio.CancelledError:
