@@ -8,7 +8,7 @@ Layout (one module per concern; see docs/design.md for the path of a request):
 - ``rpc``        method registry and dispatch with pydantic params/results
 - ``server``     the socket: peer-uid check, connections, single instance
 - ``errors``     the protocol's error table as one exception hierarchy
-- ``config``     the TOML config, validated; ``secrets`` the OS keyring
+- ``config``     the TOML config, validated; ``keystore`` the OS keyring
 - ``store``      conversations in SQLite; ``tokens`` context windows and trimming
 - ``providers``  OpenAI-compatible providers and routing; ``chat`` streamed chat
 - ``summarize``  fetch, extract and map-reduce summaries; ``local`` local model servers

@@ -24,9 +24,9 @@ from assistantd import (
     config,
     errors,
     framing,
+    keystore,
     network,
     paths,
-    secrets,
     settings,
 )
 from assistantd.chat import Chat, ChatParams, ChatResult
@@ -336,8 +336,8 @@ class Daemon:
         if not key or any(c.isspace() for c in key):
             raise errors.InvalidParams("a key has no spaces or newlines", reason="bad_key")
         try:
-            await secrets.set_key(p.provider, key)
-        except secrets.KeyringUnavailable as e:
+            await keystore.set_key(p.provider, key)
+        except keystore.KeyringUnavailable as e:
             raise errors.NoApiKey(
                 f"cannot store the key: {e}", provider=p.provider, reason="keyring_unavailable"
             ) from None
@@ -348,8 +348,8 @@ class Daemon:
     async def keys_delete(self, p: ProviderParam, ctx: RequestContext) -> KeyDeleteResult:
         """Remove a provider's key from the OS keyring."""
         try:
-            deleted = await secrets.delete_key(p.provider)
-        except secrets.KeyringUnavailable as e:
+            deleted = await keystore.delete_key(p.provider)
+        except keystore.KeyringUnavailable as e:
             raise errors.NoApiKey(
                 f"cannot delete the key: {e}", provider=p.provider, reason="keyring_unavailable"
             ) from None
@@ -370,7 +370,7 @@ class Daemon:
                     provider=prov.name,
                     source=source,
                     env_var=prov.key_env,
-                    hint=secrets.hint(key) if key else "",
+                    hint=keystore.hint(key) if key else "",
                 )
             )
         return KeyListResult(keys=out, keyring_error=self.providers.keyring_error)
@@ -535,7 +535,7 @@ def setup_logging(
         handlers.append(logging.StreamHandler(sys.stderr))
     for h in handlers:
         h.setFormatter(fmt)
-        h.addFilter(secrets.ScrubFilter())
+        h.addFilter(keystore.ScrubFilter())
         root.addHandler(h)
 
 

@@ -1,7 +1,7 @@
 """The protocol's error table as one exception hierarchy: each class is one row.
 
 Handlers raise these; the dispatcher turns them into JSON-RPC error objects. Messages
-and ``data`` must never hold a secret: ``secrets.scrub`` runs over both before sending.
+and ``data`` must never hold a secret: ``keystore.scrub`` runs over both before sending.
 """
 
 from __future__ import annotations

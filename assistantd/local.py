@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
-from assistantd import errors, llama, paths, secrets
+from assistantd import errors, keystore, llama, paths
 from assistantd.config import Config, LocalConfig
 from assistantd.providers import Provider, Providers, not_running
 from assistantd.rpc import Params, RequestContext, Result
@@ -192,7 +192,7 @@ class LocalServers:
             return None
         for p in self.providers.by_name.values():
             remote = p.needs_key and not p.local
-            if remote and (p.name in self._keyring_keys or secrets.env_key(p.key_env)):
+            if remote and (p.name in self._keyring_keys or keystore.env_key(p.key_env)):
                 return None
         return llama.BUILTIN_ALIAS
 
@@ -204,10 +204,10 @@ class LocalServers:
         found: set[str] = set()
 
         async def one(name: str) -> None:
-            # secrets reports keyring trouble as KeyringUnavailable; nothing here may
+            # keystore reports keyring trouble as KeyringUnavailable; nothing here may
             # escape into the reaper's TaskGroup (it would stop the daemon).
             with contextlib.suppress(Exception):
-                if await secrets.get_key(name):
+                if await keystore.get_key(name):
                     found.add(name)
 
         async with asyncio.TaskGroup() as tg:

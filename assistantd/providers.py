@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from assistantd import errors, secrets, tokens
+from assistantd import errors, keystore, tokens
 from assistantd.config import PRESETS, Config, LocalConfig, ProviderConfig
 from assistantd.network import BadNetworkConfig, Network
 from assistantd.prompt import Guard, TokenFilter
@@ -263,14 +263,14 @@ class Providers:
             return self._keys[p.name]
         found: tuple[str | None, str] = (None, "none")
         try:
-            value = await secrets.get_key(p.name)
+            value = await keystore.get_key(p.name)
             self.keyring_error = None
             if value:
                 found = (value, "keyring")
-        except secrets.KeyringUnavailable as e:
+        except keystore.KeyringUnavailable as e:
             self.keyring_error = str(e)
             log.warning("%s; falling back to environment variables", e)
-        if found[0] is None and (value := secrets.env_key(p.key_env)):
+        if found[0] is None and (value := keystore.env_key(p.key_env)):
             found = (value, "env")
         if found[0] is not None or not p.needs_key:
             self._keys[p.name] = found  # keyless servers too: no keyring call per request
@@ -599,13 +599,13 @@ class Providers:
             if e.status_code == 401:
                 message = f"{p.name} refused the API key (401): {message}"
             return errors.UpstreamError(
-                secrets.scrub(message),
+                keystore.scrub(message),
                 status=e.status_code,
                 provider=p.name,
-                message=secrets.scrub(message),
+                message=keystore.scrub(message),
             )
         return errors.UpstreamError(
-            secrets.scrub(f"{p.name}: {e}"), provider=p.name, message=secrets.scrub(str(e))
+            keystore.scrub(f"{p.name}: {e}"), provider=p.name, message=keystore.scrub(str(e))
         )
 
 

@@ -101,7 +101,7 @@ class Registry:
 
 
 def _error(id_: Any, err: errors.RpcError) -> dict[str, Any]:
-    from assistantd.secrets import scrub
+    from assistantd.keystore import scrub
 
     body = err.to_json()
     body["message"] = scrub(body["message"])
