@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from assistantd import attachments, compaction, errors, tokens
 from assistantd.attachments import Blobs, Loaded
+from assistantd.cancel import answer_cancelled, to_the_end
 from assistantd.compaction import needs_compaction, split_point, summary_system
 from assistantd.locks import ConversationLocks, Held
 from assistantd.providers import (
@@ -332,13 +333,13 @@ class Chat:
         except asyncio.CancelledError:
             # Cancelled before the provider was called (``_answer`` handles the rest): the
             # contract still answers with a cancelled result, and the question is kept.
-            if not ctx.cancel_requested or ctx.session.lost or turn is None:
+            if turn is None or not answer_cancelled(ctx):
                 raise
-            if (task := asyncio.current_task()) is not None:
-                task.uncancel()
-            cid = await asyncio.shield(self._keep_question(params, turn, cid, stored, loaded))
+            cid = await to_the_end(self._keep_question(params, turn, cid, stored, loaded))
             held.take(cid)
-            mid = await self._store_answer(cid, turn, Completion(), "partial", "cancelled")
+            mid = await to_the_end(
+                self._store_answer(cid, turn, Completion(), "partial", "cancelled")
+            )
             result = self._result(cid, mid, turn, Completion(), "cancelled", 0, False)
             result.role = role_name
             return result
@@ -546,12 +547,9 @@ class Chat:
             broken.error.data.update(conversation_id=cid, message_id=mid, partial_text=out.text)
             raise broken.error from None
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            mid = await asyncio.shield(self._store_answer(cid, turn, out, "partial", "cancelled"))
-            if not ctx.cancel_requested or ctx.session.lost:
+            mid = await to_the_end(self._store_answer(cid, turn, out, "partial", "cancelled"))
+            if not answer_cancelled(ctx):
                 raise
-            if task is not None:
-                task.uncancel()
             return self._result(cid, mid, turn, out, "cancelled", trimmed, want_logprobs)
         mid = await self._store_answer(cid, turn, out, "complete")
         return self._result(

@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import Field
 
 from assistantd import errors, paths, tokens
+from assistantd.cancel import answer_cancelled, to_the_end
 from assistantd.chat import MAX_MESSAGE_CHARS, Chat, Turn, Usage, title_from
 from assistantd.config import SummarizeConfig
 from assistantd.extract import Extractor
@@ -299,12 +300,9 @@ class Summarizer:
             conversation_var.set(run.cid)  # reset by _go
             await self._summarize(run)
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            mid = await asyncio.shield(self._store(run, "partial", "cancelled"))
-            if not run.ctx.cancel_requested or run.ctx.session.lost:
+            mid = await to_the_end(self._store(run, "partial", "cancelled"))
+            if not answer_cancelled(run.ctx):
                 raise
-            if task is not None:
-                task.uncancel()
             return self._result(run, mid, "cancelled")
         except StreamBroken as broken:
             mid = await self._store(run, "partial")
