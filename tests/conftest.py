@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from assistantd.client import Client
+from tests.rawsock import Raw
 from tests.upstream import Upstream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +52,13 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
         monkeypatch.delenv(var, raising=False)
     yield tmp_path
     shutil.rmtree(runtime, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def close_raw_sockets() -> Iterator[None]:
+    """Raw sockets a test left open are closed when it ends: no fd leak, no ResourceWarning."""
+    yield
+    Raw.close_all()
 
 
 @pytest.fixture(scope="session")

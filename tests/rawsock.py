@@ -11,8 +11,13 @@ from typing import Any
 
 
 class Raw:
+    # Every Raw made in a test, kept open until the test ends: conftest's autouse fixture then
+    # closes them all (close_all), so a test need not close each one and none leaks its fd.
+    opened: list[Raw] = []
+
     def __init__(self, path: Path, timeout: float = 10.0) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        Raw.opened.append(self)
         self.sock.settimeout(timeout)
         self.sock.connect(str(path))
         self.buf = b""
@@ -63,6 +68,12 @@ class Raw:
 
     def close(self) -> None:
         self.sock.close()
+
+    @classmethod
+    def close_all(cls) -> None:
+        """Close every Raw opened since the last call (a test's teardown)."""
+        while cls.opened:
+            cls.opened.pop().close()
 
 
 def req(id_: Any, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:

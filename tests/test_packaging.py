@@ -227,6 +227,8 @@ def test_socket_activation_starts_the_daemon_and_it_notifies_ready(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
         notify.close()
 
 
