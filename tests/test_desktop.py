@@ -40,6 +40,7 @@ def display() -> Iterator[str]:
     yield f":{number}"
     proc.terminate()
     proc.wait(10)
+    proc.stdout.close()
 
 
 def toolbox(folder: Path, *tools: str) -> str:

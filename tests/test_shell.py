@@ -398,10 +398,11 @@ def test_helper_starts_the_daemon_when_none_answers(upstream: Upstream) -> None:
     try:
         done = helper("command", "[[reply:uptime]] how long has it been up", env=env)
         assert (done.returncode, done.stdout) == (0, "uptime"), done.stderr
-        assert Client(sock).call("daemon/status")["socket"] == str(sock)
+        with Client(sock) as client:
+            assert client.call("daemon/status")["socket"] == str(sock)
     finally:
-        with contextlib.suppress(Exception):
-            Client(sock).call("daemon/shutdown")
+        with contextlib.suppress(Exception), Client(sock) as client:
+            client.call("daemon/shutdown")
         deadline = time.monotonic() + 15
         while sock.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
