@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
-
 from assistantd import (
     PROTOCOL_VERSION,
     __version__,
@@ -29,6 +27,7 @@ from assistantd import (
     paths,
     settings,
 )
+from assistantd.catalog import Catalog, ModelsParams, ModelsResult, ProvidersResult
 from assistantd.chat import Chat, ChatParams, ChatResult
 from assistantd.conversations import (
     Conversation,
@@ -45,6 +44,14 @@ from assistantd.conversations import (
     RenameResult,
 )
 from assistantd.events import Bus, SubscribeParams, SubscribeResult
+from assistantd.keys import (
+    KeyDeleteResult,
+    KeyListResult,
+    Keys,
+    KeySetParams,
+    KeySetResult,
+    ProviderParam,
+)
 from assistantd.local import (
     LocalServers,
     LogsParams,
@@ -55,7 +62,7 @@ from assistantd.local import (
 )
 from assistantd.providers import Providers
 from assistantd.roles import Roles, RolesResult
-from assistantd.rpc import EmptyResult, NoParams, Params, Registry, RequestContext, Result
+from assistantd.rpc import EmptyResult, NoParams, Registry, RequestContext, Result
 from assistantd.server import AlreadyRunning, Listener, Server, notify_systemd
 from assistantd.store import Store, StoreError
 from assistantd.summarize import Summarizer, SummarizeResult, TextParams, UrlParams
@@ -93,75 +100,6 @@ class Status(Result):
     ca_bundle: str | None = None
 
 
-class KeySetParams(Params):
-    provider: str
-    key: str = Field(min_length=1, max_length=4096)
-
-
-class KeySetResult(Result):
-    provider: str
-    source: str
-
-
-class ProviderParam(Params):
-    provider: str
-
-
-class KeyDeleteResult(Result):
-    provider: str
-    deleted: bool
-
-
-class KeyInfo(BaseModel):
-    provider: str
-    source: str
-    env_var: str | None
-    hint: str
-
-
-class KeyListResult(Result):
-    keys: list[KeyInfo]
-    keyring_error: str | None = None
-
-
-class ProviderInfo(BaseModel):
-    name: str
-    base_url: str
-    kind: str
-    models: list[str]
-    key_source: str
-    key_env: str | None = None  # the env var read when the keyring has no key
-    stream_options: bool = True  # false: not sent (no usage from a provider that needs it)
-    logprobs: bool = True  # false: logprobs are not asked for, and a warning says so
-    local: bool
-    managed: bool
-    state: str
-
-
-class ProvidersResult(Result):
-    providers: list[ProviderInfo]
-
-
-class ModelsParams(Params):
-    provider: str | None = None
-
-
-class ModelInfo(BaseModel):
-    id: str
-    provider: str
-
-
-class ModelError(BaseModel):
-    provider: str
-    code: int
-    message: str
-
-
-class ModelsResult(Result):
-    models: list[ModelInfo]
-    errors: list[ModelError] = []
-
-
 class Daemon:
     def __init__(self, socket_path: Path, config_path: Path, data_dir: Path) -> None:
         self.started = time.monotonic()
@@ -189,9 +127,10 @@ class Daemon:
             self.store, self.providers, self.chat, lambda: self.config.summarize
         )
         self.conversations = Conversations(self.store)
+        self.keys = Keys(self.providers, self.local)
+        self.catalog = Catalog(self.providers, self.local)
         self.server = Server(self.registry)
         self.stopping = asyncio.Event()
-        self._models_cache: dict[str, tuple[float, list[ModelInfo]]] = {}
         self._register()
 
     # -- config --------------------------------------------------------------------
@@ -225,7 +164,7 @@ class Daemon:
             self.ledger.config = cfg
             self.local.reconfigure(cfg)
             self.providers.reconfigure(self.local.effective(cfg))
-            self._models_cache.clear()
+            self.catalog.forget()
             log.info("config reloaded from %s", self.config_path)
 
     async def watch_config(self) -> None:
@@ -270,11 +209,11 @@ class Daemon:
         r("daemon/status", NoParams, Status, self.status)
         r("daemon/reload", NoParams, Status, self.do_reload)
         r("daemon/shutdown", NoParams, EmptyResult, self.shutdown)
-        r("keys/set", KeySetParams, KeySetResult, self.keys_set)
-        r("keys/delete", ProviderParam, KeyDeleteResult, self.keys_delete)
-        r("keys/list", NoParams, KeyListResult, self.keys_list)
-        r("providers/list", NoParams, ProvidersResult, self.providers_list)
-        r("models/list", ModelsParams, ModelsResult, self.models_list)
+        r("keys/set", KeySetParams, KeySetResult, self.keys.set)
+        r("keys/delete", ProviderParam, KeyDeleteResult, self.keys.delete)
+        r("keys/list", NoParams, KeyListResult, self.keys.list)
+        r("providers/list", NoParams, ProvidersResult, self.catalog.providers_list)
+        r("models/list", ModelsParams, ModelsResult, self.catalog.models_list)
         r("chat/send", ChatParams, ChatResult, self.chat.send)
         c = self.conversations
         r("conversations/list", ListParams, ConversationList, c.list)
@@ -328,118 +267,6 @@ class Daemon:
         """Stop: cancel requests in flight (partial answers are saved), remove the socket."""
         asyncio.get_running_loop().call_later(0.05, self.stopping.set)
         return EmptyResult()
-
-    async def keys_set(self, p: KeySetParams, ctx: RequestContext) -> KeySetResult:
-        """Store a provider's API key in the OS keyring."""
-        self.providers.get(p.provider)
-        key = p.key.strip()
-        if not key or any(c.isspace() for c in key):
-            raise errors.InvalidParams("a key has no spaces or newlines", reason="bad_key")
-        try:
-            await keystore.set_key(p.provider, key)
-        except keystore.KeyringUnavailable as e:
-            raise errors.NoApiKey(
-                f"cannot store the key: {e}", provider=p.provider, reason="keyring_unavailable"
-            ) from None
-        self.providers.forget_keys(p.provider)
-        await self.local.refresh_keys()  # the no-key default may switch now
-        return KeySetResult(provider=p.provider, source="keyring")
-
-    async def keys_delete(self, p: ProviderParam, ctx: RequestContext) -> KeyDeleteResult:
-        """Remove a provider's key from the OS keyring."""
-        try:
-            deleted = await keystore.delete_key(p.provider)
-        except keystore.KeyringUnavailable as e:
-            raise errors.NoApiKey(
-                f"cannot delete the key: {e}", provider=p.provider, reason="keyring_unavailable"
-            ) from None
-        self.providers.forget_keys(p.provider)
-        await self.local.refresh_keys()
-        return KeyDeleteResult(provider=p.provider, deleted=deleted)
-
-    async def keys_list(self, p: NoParams, ctx: RequestContext) -> KeyListResult:
-        """Where each provider's key comes from (keyring, env or none), with a short hint."""
-        out = []
-        for prov in self.providers.by_name.values():
-            if not prov.needs_key and not prov.key_env:
-                continue
-            self.providers.forget_keys(prov.name)
-            key, source = await self.providers.key(prov)
-            out.append(
-                KeyInfo(
-                    provider=prov.name,
-                    source=source,
-                    env_var=prov.key_env,
-                    hint=keystore.hint(key) if key else "",
-                )
-            )
-        return KeyListResult(keys=out, keyring_error=self.providers.keyring_error)
-
-    async def providers_list(self, p: NoParams, ctx: RequestContext) -> ProvidersResult:
-        """Every provider, its routing patterns, key source and state."""
-        out = []
-        for prov in self.providers.by_name.values():
-            _, source = await self.providers.key(prov)
-            out.append(
-                ProviderInfo(
-                    name=prov.name,
-                    base_url=prov.base_url,
-                    kind=prov.kind,
-                    models=list(prov.models),
-                    key_source=source,
-                    key_env=prov.key_env,
-                    stream_options=prov.stream_options,
-                    logprobs=prov.logprobs,
-                    local=prov.local,
-                    managed=prov.managed,
-                    state=self.provider_state(prov.name),
-                )
-            )
-        return ProvidersResult(providers=out)
-
-    def provider_state(self, name: str) -> str:
-        prov = self.providers.by_name[name]
-        if prov.managed:
-            return self.local.state(name)
-        return "local" if prov.local else "remote"
-
-    async def models_list(self, p: ModelsParams, ctx: RequestContext) -> ModelsResult:
-        """Models each provider serves (its GET /models), cached for a minute."""
-        chosen = (
-            [self.providers.get(p.provider)]
-            if p.provider
-            else list(self.providers.by_name.values())
-        )
-        models: list[ModelInfo] = []
-        problems: list[ModelError] = []
-
-        async def one(prov: Any) -> None:
-            cached = self._models_cache.get(prov.name)
-            if cached and time.monotonic() - cached[0] < 60:
-                models.extend(cached[1])
-                return
-            if prov.managed:  # listing must not start a server: it serves its alias
-                models.append(ModelInfo(id=self.local.servers[prov.name].model, provider=prov.name))
-                return
-            try:
-                client = await self.providers.client(prov)
-                async with asyncio.timeout(10):
-                    page = await client.models.list()
-                found = [ModelInfo(id=m.id, provider=prov.name) for m in page.data]
-            except errors.RpcError as e:
-                problems.append(ModelError(provider=prov.name, code=e.code, message=e.message))
-                return
-            except Exception as e:  # an unreachable or odd provider is listed, not fatal
-                err = self.providers._map(prov, e)
-                problems.append(ModelError(provider=prov.name, code=err.code, message=err.message))
-                return
-            self._models_cache[prov.name] = (time.monotonic(), found)
-            models.extend(found)
-
-        async with asyncio.TaskGroup() as tg:
-            for prov in chosen:
-                tg.create_task(one(prov))
-        return ModelsResult(models=models, errors=problems)
 
     # -- lifecycle -----------------------------------------------------------------
 
