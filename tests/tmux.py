@@ -122,6 +122,7 @@ def run_on_pty(
             out += chunk
         else:
             proc.kill()
+            proc.wait()
             raise AssertionError(f"{command[0]} did not finish in {timeout} s: {out!r}")
     finally:
         os.close(master)
