@@ -271,27 +271,39 @@ class Daemon:
     # -- lifecycle -----------------------------------------------------------------
 
     async def run(self, listener: Listener) -> None:
-        # The SDK's import (1.1-1.4 s on a slow machine) starts now, on a thread of its
-        # own, while the store opens and the socket starts answering.
-        self.providers.warm()
-        await self.store.aopen()
-        loop = asyncio.get_running_loop()
+        # Each part registers its cleanup as it starts; they run in reverse order (the
+        # socket first, the store last), and every one runs even if an earlier one raises.
+        async with contextlib.AsyncExitStack() as cleanup:
+            cleanup.callback(log.info, "assistantd stopped")
+            # The SDK's import (1.1-1.4 s on a slow machine) starts now, on a thread of
+            # its own, while the store opens and the socket starts answering.
+            self.providers.warm()
+            await self.store.aopen()
+            cleanup.push_async_callback(self.store.aclose)  # queued writes (the ledger) run
+            cleanup.push_async_callback(self.providers.close)
+            cleanup.push_async_callback(self.local.stop_all)
+            cleanup.push_async_callback(self.summarizer.extractor.aclose)
+            loop = asyncio.get_running_loop()
 
-        def changed(cid: str, change: str) -> None:  # on the store's thread
-            loop.call_soon_threadsafe(
-                self.bus.publish, "conversations/changed", {"id": cid, "change": change}
+            def changed(cid: str, change: str) -> None:  # on the store's thread
+                loop.call_soon_threadsafe(
+                    self.bus.publish, "conversations/changed", {"id": cid, "change": change}
+                )
+
+            self.store.on_change = changed
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stopping.set)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+            server = await asyncio.start_unix_server(
+                self.server.handle, sock=listener.sock, limit=framing.STREAM_LIMIT
             )
-
-        self.store.on_change = changed
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        server = await asyncio.start_unix_server(
-            self.server.handle, sock=listener.sock, limit=framing.STREAM_LIMIT
-        )
-        log.info("assistantd %s serving %s (pid %d)", __version__, self.socket_path, os.getpid())
-        notify_systemd("READY=1")
-        try:
+            cleanup.push_async_callback(self._drain)
+            cleanup.callback(server.close)
+            cleanup.callback(notify_systemd, "STOPPING=1")
+            log.info(
+                "assistantd %s serving %s (pid %d)", __version__, self.socket_path, os.getpid()
+            )
+            notify_systemd("READY=1")
             async with asyncio.TaskGroup() as tg:
                 watcher = tg.create_task(self.watch_config())
                 reaper = tg.create_task(self.local.run())
@@ -300,15 +312,6 @@ class Daemon:
                 watcher.cancel()
                 reaper.cancel()
                 warmer.cancel()  # a thread still importing is abandoned, not waited for
-        finally:
-            notify_systemd("STOPPING=1")
-            server.close()
-            await self._drain()
-            await self.summarizer.extractor.aclose()
-            await self.local.stop_all()
-            await self.providers.close()
-            await self.store.aclose()  # the queued writes (the usage ledger) run first
-            log.info("assistantd stopped")
 
     async def warm(self) -> None:
         """Have the SDK imported and the default provider's client built before the first
