@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
-
-if TYPE_CHECKING:
-    from assistantd.rpc import RequestContext
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+
+
+class _Connection(Protocol):
+    @property
+    def lost(self) -> bool: ...
+
+
+class _Request(Protocol):  # an rpc.RequestContext (rpc imports this module)
+    @property
+    def cancel_requested(self) -> bool: ...
+    @property
+    def session(self) -> _Connection: ...
 
 
 async def to_the_end(work: Coroutine[Any, Any, T]) -> T:
@@ -35,7 +44,7 @@ async def to_the_end(work: Coroutine[Any, Any, T]) -> T:
     return task.result()
 
 
-def answer_cancelled(ctx: RequestContext) -> bool:
+def answer_cancelled(ctx: _Request) -> bool:
     """After a ``CancelledError`` in a request: True when it answers with a cancelled
     result (the client or shutdown asked, and the connection is there to read it); the
     task's cancel is then taken back. False: the ``CancelledError`` goes on."""

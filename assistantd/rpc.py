@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from assistantd import errors
+from assistantd.cancel import answer_cancelled
 
 log = logging.getLogger("assistantd.rpc")
 
@@ -247,10 +248,8 @@ class Session:
         except errors.RpcError as e:
             return _error(id_, e)
         except asyncio.CancelledError:
-            if not ctx.cancel_requested or self.lost:
+            if not answer_cancelled(ctx):
                 raise
-            if (task := asyncio.current_task()) is not None:
-                task.uncancel()
             return _error(id_, errors.RequestCancelled(f"{name} was cancelled"))
         except Exception:
             log.exception("bug in %s", name)
