@@ -34,6 +34,7 @@ from assistantd import errors, keystore, llama, paths
 from assistantd.config import Config, LocalConfig
 from assistantd.providers import Provider, Providers, not_running
 from assistantd.rpc import Params, RequestContext, Result
+from assistantd.threads import off_loop
 
 log = logging.getLogger("assistantd.local")
 
@@ -292,10 +293,11 @@ class LocalServers:
         else:
             await self._start_guarded(s)  # no reaper running (embedded use): start inline
         if s.state != "ready":
+            log_tail = await off_loop(lambda: llama.tail(s.log_path), "log-tail")
             raise errors.LocalServerFailed(
                 f"local server {s.name} did not start: {s.error}",
                 name=s.name,
-                log_tail=llama.tail(s.log_path),
+                log_tail=log_tail,
             )
 
     async def _start_guarded(self, s: Managed) -> None:
@@ -472,8 +474,9 @@ class LocalServers:
         """Local model servers: the managed ones with their state, the others probed."""
         managed = [self._entry(s) for s in self.servers.values()]
         others = self._unmanaged()
-        probed = await asyncio.gather(*(self.probe(u) for u in others))
-        return ServerList(servers=managed + list(probed))
+        async with asyncio.TaskGroup() as tg:
+            probes = [tg.create_task(self.probe(u)) for u in others]
+        return ServerList(servers=managed + [t.result() for t in probes])
 
     async def start_method(self, p: NameParams, ctx: RequestContext) -> ServerEntry:
         """Start a managed local server now (or probe an unmanaged one); its entry."""
