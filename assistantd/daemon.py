@@ -108,6 +108,7 @@ class Daemon:
         self.data_dir = data_dir
         self.config_error: str | None = None
         self._config_stamp: tuple[int, int, int] | None = None  # the file last read
+        self._hup = asyncio.Event()  # SIGHUP: reload
         self.config = self._read_config() or config.Config()
         self.registry = Registry()
         self.store = Store(data_dir / "conversations.sqlite3")
@@ -153,9 +154,10 @@ class Daemon:
         self.config_error = None
         return cfg
 
-    def reload(self) -> None:
-        """Re-read the config; a bad one keeps the last good one and is reported."""
-        cfg = self._read_config()
+    async def reload(self) -> None:
+        """Re-read the config (off the event loop); a bad one keeps the last good one and
+        is reported."""
+        cfg = await off_loop(self._read_config, "config")
         self.bus.publish(
             "config/changed", {"config_ok": cfg is not None, "config_error": self.config_error}
         )
@@ -189,7 +191,7 @@ class Daemon:
             yield_on_timeout=True,
         ):
             if changes or self._stamp() != self._config_stamp:
-                self.reload()
+                await self.reload()
 
     def default_model(self) -> str:
         return self.default_model_and_source()[0]
@@ -260,7 +262,7 @@ class Daemon:
 
     async def do_reload(self, p: NoParams, ctx: RequestContext) -> Status:
         """Re-read the config file now; the result is the status after it."""
-        self.reload()
+        await self.reload()
         return await self.status(p, ctx)
 
     async def shutdown(self, p: NoParams, ctx: RequestContext) -> EmptyResult:
@@ -293,7 +295,7 @@ class Daemon:
             self.store.on_change = changed
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stopping.set)
-            loop.add_signal_handler(signal.SIGHUP, self.reload)
+            loop.add_signal_handler(signal.SIGHUP, self._hup.set)
             server = await asyncio.start_unix_server(
                 self.server.handle, sock=listener.sock, limit=framing.STREAM_LIMIT
             )
@@ -308,10 +310,20 @@ class Daemon:
                 watcher = tg.create_task(self.watch_config())
                 reaper = tg.create_task(self.local.run())
                 warmer = tg.create_task(self.warm())
+                hup = tg.create_task(self._reload_on_hup())
                 await self.stopping.wait()
                 watcher.cancel()
                 reaper.cancel()
+                hup.cancel()
                 warmer.cancel()  # a thread still importing is abandoned, not waited for
+
+    async def _reload_on_hup(self) -> None:
+        """SIGHUP reloads the config: the signal handler only sets an event (it cannot
+        await), and this task, owned by the daemon's TaskGroup, does the reading."""
+        while True:
+            await self._hup.wait()
+            self._hup.clear()
+            await self.reload()
 
     async def warm(self) -> None:
         """Have the SDK imported and the default provider's client built before the first
