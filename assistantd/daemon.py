@@ -22,7 +22,7 @@ from assistantd import (
     config,
     errors,
     framing,
-    keystore,
+    logs,
     network,
     paths,
     settings,
@@ -348,37 +348,7 @@ class Daemon:
             await asyncio.wait(list(self.server.connections), timeout=2)
 
 
-LOG_MAX_BYTES = 2_000_000
 SWITCH_INTERVAL_S = 0.0005
-
-
-class PrivateLog(logging.handlers.RotatingFileHandler):
-    """The daemon's rotating log: every file it opens, the first one and each one a
-    rotation starts, is created 0600 whatever the umask (and never through a symlink)."""
-
-    def _open(self) -> Any:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        fd = os.open(self.baseFilename, flags, 0o600)
-        os.fchmod(fd, 0o600)  # a file left by an older version may be wider
-        return open(fd, "a", encoding=self.encoding, errors=self.errors)
-
-
-def setup_logging(
-    log_dir: Path, level: str, foreground: bool, max_bytes: int = LOG_MAX_BYTES
-) -> None:
-    log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    root = logging.getLogger("assistantd")
-    root.setLevel(level)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers: list[logging.Handler] = [
-        PrivateLog(log_dir / "assistantd.log", maxBytes=max_bytes, backupCount=3, encoding="utf-8")
-    ]
-    if foreground:
-        handlers.append(logging.StreamHandler(sys.stderr))
-    for h in handlers:
-        h.setFormatter(fmt)
-        h.addFilter(keystore.ScrubFilter())
-        root.addHandler(h)
 
 
 def no_core_dumps() -> None:
@@ -409,9 +379,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--log-max-bytes",
         type=int,
-        default=LOG_MAX_BYTES,
+        default=logs.MAX_BYTES,
         metavar="N",
-        help=f"start a new log file past N bytes, keeping 3 (default: {LOG_MAX_BYTES:,})",
+        help=f"start a new log file past N bytes, keeping 3 (default: {logs.MAX_BYTES:,})",
     )
     parser.add_argument("--version", action="version", version=f"assistantd {__version__}")
     args = parser.parse_args(argv)
@@ -423,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
 
     config_path = paths.config_path(args.config)
     dirs = paths.dirs()
-    setup_logging(dirs.log, "INFO", foreground=not args.quiet, max_bytes=args.log_max_bytes)
+    logs.setup(dirs.log, "INFO", foreground=not args.quiet, max_bytes=args.log_max_bytes)
     socket_cfg = None
     try:
         cfg = settings.load(config_path)
