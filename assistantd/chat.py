@@ -596,22 +596,49 @@ class Chat:
         self, cid: str, turn: Turn, out: Completion, status: str, finish: str | None = None
     ) -> str:
         usage = out.usage or {}
-        cost = self.ledger.cost(turn.provider, turn.model, out.usage)
+        return await self.store_answer(
+            cid,
+            turn,
+            out.text,
+            status=status,
+            finish=finish or out.finish_reason,
+            usage=out.usage,
+            tokens=usage.get("completion_tokens"),
+            logprobs=out.logprobs or None,
+            cost=self.ledger.cost(turn.provider, turn.model, out.usage),
+        )
+
+    async def store_answer(
+        self,
+        cid: str,
+        turn: Turn,
+        text: str,
+        *,
+        status: str,
+        finish: str | None,
+        usage: dict[str, Any] | None,
+        tokens: int | None,
+        logprobs: list[dict[str, Any]] | None = None,
+        cost: float | None = None,
+    ) -> str:
+        """Store an answer (a chat's or a summary's) with its model, usage and status;
+        ``tokens`` is what the answer itself counts when it is sent again as history."""
+        u = usage or {}
         return await self.store.run(
             lambda: self.store.add_message(
                 cid,
                 "assistant",
-                out.text,
+                text,
                 status=status,
                 model=turn.model,
                 provider=turn.provider.name,
-                finish_reason=finish or out.finish_reason,
-                prompt_tokens=usage.get("prompt_tokens"),
-                completion_tokens=usage.get("completion_tokens"),
-                cached_tokens=usage.get("cached_tokens"),
-                total_tokens=usage.get("total_tokens"),
-                tokens=usage.get("completion_tokens"),
-                logprobs=out.logprobs or None,
+                finish_reason=finish,
+                prompt_tokens=u.get("prompt_tokens"),
+                completion_tokens=u.get("completion_tokens"),
+                cached_tokens=u.get("cached_tokens"),
+                total_tokens=u.get("total_tokens"),
+                tokens=tokens,
+                logprobs=logprobs,
                 cost=cost,
             )
         )

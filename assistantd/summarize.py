@@ -510,23 +510,15 @@ class Summarizer:
         context = [{"name": run.title or run.url or "text", "text": excerpt}] if excerpt else None
         final = run.final.usage if run.final and run.final.text == summary else None
         finish = finish or (run.final.finish_reason if run.final else None)
-        usage = run.usage or {}
         await self.store.run(lambda: self.store.add_message(cid, "user", ask, context=context))
-        return await self.store.run(
-            lambda: self.store.add_message(
-                cid,
-                "assistant",
-                summary,
-                status=status,
-                model=turn.model,
-                provider=turn.provider.name,
-                finish_reason=finish,
-                prompt_tokens=usage.get("prompt_tokens"),
-                completion_tokens=usage.get("completion_tokens"),
-                cached_tokens=usage.get("cached_tokens"),
-                total_tokens=usage.get("total_tokens"),
-                tokens=final.get("completion_tokens") if final else None,
-            )
+        return await self.chat.store_answer(
+            cid,
+            turn,
+            summary,
+            status=status,
+            finish=finish,
+            usage=run.usage,
+            tokens=final.get("completion_tokens") if final else None,
         )
 
     def _result(self, run: _Run, mid: str | None, finish: str) -> SummarizeResult:
