@@ -264,14 +264,23 @@ def test_bad_cursor_is_invalid_params(daemon: Daemon) -> None:
         assert e.value.data["reason"] == "bad_cursor"
 
 
-def test_lock_file_in_the_data_folder_is_not_followed(tmp_path: Path) -> None:
-    """A symbolic link at the data folder's lock path makes the daemon refuse to start, and
-    the file it points to is left untouched."""
-    folder = db_path().parent
-    folder.mkdir(parents=True)
+@pytest.mark.parametrize(
+    "lock",
+    [
+        ("XDG_RUNTIME_DIR", "assistantd", "assistantd.sock.lock"),  # one daemon per socket
+        ("XDG_DATA_HOME", "assistantd", "assistantd.lock"),  # one daemon per data folder
+    ],
+    ids=["socket", "data"],
+)
+def test_lock_file_symlink_is_not_followed(tmp_path: Path, lock: tuple[str, str, str]) -> None:
+    """A symbolic link planted at either lock file's path makes the daemon refuse to start
+    with one line, and the file it points to is left untouched."""
+    var, folder_name, name = lock
+    folder = Path(os.environ[var]) / folder_name
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     target = tmp_path / "victim.txt"
     target.write_text("precious\n")
-    (folder / "assistantd.lock").symlink_to(target)
+    (folder / name).symlink_to(target)
     proc = subprocess.run(
         [sys.executable, "-m", "assistantd", "--quiet"],
         cwd=ROOT,
@@ -279,5 +288,7 @@ def test_lock_file_in_the_data_folder_is_not_followed(tmp_path: Path) -> None:
         text=True,
         timeout=30,
     )
-    assert proc.returncode != 0 and "symbolic link" in proc.stderr
+    assert proc.returncode != 0
+    assert "symbolic link" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
     assert target.read_text() == "precious\n"
