@@ -38,6 +38,7 @@ import gzip
 import random
 import ssl
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -90,6 +91,25 @@ def bomb(size: int = 2 << 30) -> bytes:
     crc = functools.reduce(lambda c, _: zlib.crc32(block, c), range(n), 0)
     inner = first + again * (n - 1) + end + struct.pack("<II", crc, (n << 20) & 0xFFFFFFFF)
     return gzip.compress(inner, 9)
+
+
+def localhost_tls(folder: Path) -> tuple[Path, ssl.SSLContext]:
+    """A self-signed certificate for ``localhost`` (its PEM path, for clients to trust)
+    and a server TLS context that presents it, for ``Pages(tls=...)``."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=DNS:localhost"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    return cert, tls
 
 
 class Hit(NamedTuple):

@@ -22,7 +22,7 @@ from assistantd.client import RpcError
 from assistantd.extract import LABELS, RefusedCharset, codec_for, decode
 from assistantd.fetch import classify, reach, redirect_allowed
 from tests.conftest import Daemon, fake_provider_config
-from tests.pages import Pages
+from tests.pages import Pages, localhost_tls
 from tests.upstream import Upstream
 
 CONFIG_4K = '[models."fake-4k"]\ncontext_window = 4096\n'
@@ -298,21 +298,7 @@ def test_pinned_https_checks_the_name(make_daemon: Any, upstream: Upstream, tmp_
     """Over https the request goes to the checked address while TLS checks the
     certificate against the name: a certificate for localhost serves
     https://localhost:PORT/, and the same server by its address is refused."""
-    import ssl
-
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
-            *("-addext", "subjectAltName=DNS:localhost"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(cert, key)
+    cert, tls = localhost_tls(tmp_path)
     d = make_daemon(config(upstream, "timeout_s = 10\n"), env={"SSL_CERT_FILE": str(cert)})
     with Pages(tls=tls) as pages:
         url = f"https://localhost:{pages.port}/fresh/library/bisect.html"

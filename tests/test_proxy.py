@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 
 from assistantd.client import RpcError
 from tests.conftest import ROOT, Daemon, fake_provider_config
-from tests.pages import Pages
+from tests.pages import Pages, localhost_tls
 from tests.upstream import Upstream
 
 USER, PASSWORD = "proxyuser", "s3cret-proxy-pw"
@@ -206,19 +205,7 @@ def test_https_page_through_the_proxy_with_the_ca_bundle(
 ) -> None:
     """An https page whose certificate only [network] ca_bundle vouches for is fetched
     through the proxy's CONNECT tunnel; without ca_bundle the certificate is refused."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
-            *("-addext", "subjectAltName=DNS:localhost"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(cert, key)
+    cert, tls = localhost_tls(tmp_path)
     with Pages(tls=tls) as https_pages:
         url = f"https://localhost:{https_pages.port}{PAGE}"
         d: Daemon = make_daemon(
