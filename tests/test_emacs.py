@@ -9,7 +9,6 @@ JSON, which the test asserts on. The daemon's provider is the loopback upstream
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -24,9 +23,9 @@ from typing import Any
 import pytest
 
 from assistantd.client import Client
+from tests import editor_attach
 from tests.conftest import ROOT, Daemon, fake_provider_config
 from tests.pages import Pages
-from tests.test_attachments import png
 from tests.upstream import Upstream
 
 EMACS_TIMEOUT = 90
@@ -431,56 +430,18 @@ def test_attach_files_and_unsaved_buffers(
     attached while an answer streams shows under the next "## You" and goes next; a
     file queued before assistant-ask-region goes with the question; a reopened
     conversation shows them."""
-    image = png()
-    (tmp_path / "notes.txt").write_text("remember FACT-7\n")
-    (tmp_path / "dot.png").write_bytes(image)
+    image = editor_attach.files(tmp_path)
     r = run_emacs("attach.el", {**daemon_env(daemon), "ATTACH_DIR": str(tmp_path)})
-    assert r["queued_lines"] == ["# Chat", "", "## You", "📎 notes.txt", "📎 dot.png", ""]
     assert r["key"] == "assistant-attach-file"
-    url = "data:image/png;base64," + base64.b64encode(image).decode()
-    users = [
-        [m["content"] for m in q["body"]["messages"] if m["role"] == "user"][-1]
-        for q in upstream.requests
-    ]
-    assert users[0] == [
-        {
-            "type": "text",
-            "text": '[[reply:seen]] look at these\n\n<context name="notes.txt">\n'
-            "remember FACT-7\n\n</context>",
-        },
-        {"type": "image_url", "image_url": {"url": url}},
-    ]
-    assert "## You\n📎 notes.txt\n📎 dot.png\n[[reply:seen]] look at these\n\n## Assistant" in (
-        "\n".join(r["first_lines"])
+    editor_attach.check(
+        r,
+        daemon,
+        upstream,
+        tmp_path,
+        image,
+        unsaved_name="draft",
+        cleared=("before_clear", "after_clear"),
+        asked='[[reply:asked]] what is in it?\n\n<context name="notes.txt:1-1">\n'
+        'remember FACT-7\n\n</context>\n\n<context name="notes.txt">\nremember FACT-7\n\n'
+        "</context>",
     )
-    first = daemon.call("conversations/get", {"id": r["conversation"]})["messages"][0]
-    assert [c.get("path") for c in first["context"]] == [
-        str(tmp_path / "notes.txt"),
-        str(tmp_path / "dot.png"),
-    ]
-
-    assert r["unsaved_queued"][-3:] == ["📎 draft", "📎 notes.txt", ""]
-    assert users[1] == (
-        '[[reply:ok]] drafts\n\n<context name="draft">\ndraft FACT-11\n\n</context>\n\n'
-        '<context name="notes.txt">\nedited, not saved FACT-12\n\n</context>'
-    )
-
-    assert r["before_clear"][-2:] == ["📎 notes.txt", ""]
-    assert r["after_clear"][-2:] == ["## You", ""]
-    assert users[2] == "[[reply:plain]] nothing attached"
-
-    assert r["busy_lines"].count("📎 dot.png") == 1  # the first message's only
-    assert r["after_busy"][-4:] == ["", "## You", "📎 dot.png", ""]
-    assert users[3] == "[[reply:busy answer]] busy"
-    assert users[4] == [
-        {"type": "text", "text": "[[reply:after]] with it"},
-        {"type": "image_url", "image_url": {"url": url}},
-    ]
-
-    assert users[5] == (
-        '[[reply:asked]] what is in it?\n\n<context name="notes.txt:1-1">\nremember FACT-7\n'
-        '\n</context>\n\n<context name="notes.txt">\nremember FACT-7\n\n</context>'
-    )
-    assert "## You\n📎 notes.txt\n[[reply:asked]] what is in it?" in "\n".join(r["ask_lines"])
-    reopened = "\n".join(r["reopened"])
-    assert "## You\n📎 notes.txt\n📎 dot.png\n[[reply:seen]] look at these\n" in reopened
