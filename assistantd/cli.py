@@ -225,13 +225,13 @@ MAX_INLINE = 12 * 1024 * 1024  # base64 of it fits the protocol's 16 MiB line
 def attachments(specs: list[str], mime: str | None) -> list[dict[str, str]]:
     """``-a`` items: a file by its absolute path (the daemon reads it); ``-`` is stdin,
     sent inline (base64), typed by ``--type`` or by the daemon's sniffing."""
-    import base64
-
     out: list[dict[str, str]] = []
     for spec in specs:
         if spec != "-":
             out.append({"path": os.path.abspath(os.path.expanduser(spec))})  # noqa: PTH100, PTH111
             continue
+        import base64  # only here: the chat path without `-a -` stays without it
+
         data = sys.stdin.buffer.read(MAX_INLINE + 1)
         if len(data) > MAX_INLINE:
             raise ValueError("-a -: stdin is too large to send inline; attach it as a file")

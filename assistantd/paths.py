@@ -79,12 +79,16 @@ def socket_path(override: str | None = None, config_socket: str | None = None) -
 
 
 def socket_from_config_file(path: str | Path) -> str | None:
-    """The ``socket`` key of the config file, read cheaply (tomllib is stdlib), or None."""
+    """The ``socket`` key of the config file, or None. A file that never spells
+    ``socket`` cannot set it, so the common case skips tomllib (6 ms of imports)."""
     try:
+        with open(path, "rb") as f:
+            data = f.read()
+        if b"socket" not in data:
+            return None
         import tomllib
 
-        with open(path, "rb") as f:
-            value = tomllib.load(f).get("socket")
+        value = tomllib.loads(data.decode("utf-8")).get("socket")
     except (OSError, ValueError):
         return None
     return value if isinstance(value, str) else None
