@@ -3,7 +3,9 @@
 stdlib ``assistant-ask``, and the first answer when no daemon is running: autostarted by
 ``assistantctl``, started by socket activation (``systemd-socket-activate``, as the socket
 unit does), and from a daemon the units started at login (warm by the time it is asked).
-Every command is a cold process timed from spawn to exit, stdout to a pipe."""
+Every command is a cold process timed from spawn to exit, stdout to a pipe; assistantd's
+own processes and the SDK script run from ``inst``, the copy installed as a user installs
+it (``procs.ensure_install``)."""
 
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from measure import SDK_SCRIPT, assistantctl, wait_warm
-from procs import PY, DaemonProc, Row, UpstreamProc, median, run_timed
+from measure import SDK_SCRIPT, wait_warm
+from procs import DEV, PY, DaemonProc, Install, Row, UpstreamProc, median, run_timed
 
 from assistantd.client import Client
 
@@ -70,22 +72,26 @@ def _ms(samples: list[float]) -> float:
 
 
 def bench_peers(
-    rows: list[Row], d: DaemonProc, up: UpstreamProc, base: Path, runs: int
+    rows: list[Row], d: DaemonProc, up: UpstreamProc, base: Path, runs: int, inst: Install
 ) -> dict[str, Any]:
     """A running daemon: ``assistantctl chat`` vs ``llm -m MODEL`` and a cold SDK script;
-    ``assistant-ask`` end to end vs the bare interpreter it runs on."""
+    ``assistant-ask`` end to end vs the bare interpreter it runs on. When ``inst`` is not
+    the bench's own (editable) install, the same ``assistantctl chat`` from that one too,
+    for information."""
     exe, llm_version = ensure_llm()
     py3 = shutil.which("python3", path="/usr/bin") or PY
     ask = str(ROOT / "clients" / "shell" / "assistant-ask")
     cmds: dict[str, tuple[list[str], dict[str, str], str]] = {
-        "ctl": ([*assistantctl(), "chat", PROMPT], d.env, ANSWER),
-        "sdk": ([PY, "-c", SDK_SCRIPT, up.base_url, PROMPT], d.env, ANSWER),
+        "ctl": ([*inst.assistantctl, "chat", PROMPT], d.env, ANSWER),
+        "sdk": ([inst.python, "-c", SDK_SCRIPT, up.base_url, PROMPT], d.env, ANSWER),
         "ask": ([py3, "-I", "-S", ask, "command", "[[reply:ls -la]] list"], d.env, "ls -la"),
         "bare": ([py3, "-I", "-S", "-c", "print(1)"], d.env, "1"),
     }
     if exe is not None:
         env = {**d.env, "LLM_USER_PATH": str(llm_home(base, up))}
         cmds["llm"] = ([str(exe), "-m", MODEL, PROMPT], env, ANSWER)
+    if inst != DEV:
+        cmds["ctl_dev"] = ([*DEV.assistantctl, "chat", PROMPT], d.env, ANSWER)
     res: dict[str, list[float]] = {k: [] for k in cmds}
     for i in range(runs + 1):  # the first round warms the page cache and is dropped
         for k, (cmd, env, expect) in cmds.items():
@@ -126,6 +132,17 @@ def bench_peers(
             m["ask"] <= 50,
         ),
     ]
+    if "ctl_dev" in m:
+        rows.append(
+            Row(
+                S,
+                f"assistantctl chat, daemon running, from the {DEV.label} (informational)",
+                m["ctl_dev"],
+                "ms",
+                m["ctl"],
+                f"the same from {inst.label}",
+            )
+        )
     return {"median_ms": m, "llm": llm_version, "samples_s": res}
 
 
@@ -157,7 +174,7 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float = 20) ->
         time.sleep(0.005)
 
 
-def _activated(env: dict[str, str], sock: Path) -> subprocess.Popen[bytes]:
+def _activated(env: dict[str, str], sock: Path, inst: Install) -> subprocess.Popen[bytes]:
     """``systemd-socket-activate`` holding ``sock``: the first connection execs the daemon
     on it in place, the way the socket unit starts the service."""
     names = [k for k in env if k.startswith("XDG_")] + ["ASSISTANTD_SOCKET"]
@@ -167,20 +184,24 @@ def _activated(env: dict[str, str], sock: Path) -> subprocess.Popen[bytes]:
             "-l",
             str(sock),
             *(f"-E{k}" for k in names),
-            PY,
-            "-m",
-            "assistantd",
+            *inst.daemon,
             "--quiet",
         ],
         env=env,
-        cwd=ROOT,
+        cwd="/",
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
 
 
 def bench_first_answer(
-    rows: list[Row], base: Path, env: dict[str, str], up: UpstreamProc, sdk_ms: float, runs: int
+    rows: list[Row],
+    base: Path,
+    env: dict[str, str],
+    up: UpstreamProc,
+    sdk_ms: float,
+    runs: int,
+    inst: Install,
 ) -> dict[str, Any]:
     """The first answer of the day: no daemon (autostart), socket activation, and a
     daemon started at login that has finished warming; each against the cold SDK script
@@ -192,7 +213,7 @@ def bench_first_answer(
         "XDG_DATA_HOME": str(base / "colddata"),
         "XDG_STATE_HOME": str(base / "coldstate"),
     }
-    ctl = [*assistantctl(), "chat", PROMPT]
+    ctl = [*inst.assistantctl, "chat", PROMPT]
     res: dict[str, list[float]] = {"autostart": [], "activation": [], "login": []}
 
     auto_sock = run_dir / "autostart.sock"
@@ -207,7 +228,7 @@ def bench_first_answer(
     act_env = {**cold, "ASSISTANTD_SOCKET": str(act_sock)}
     have_activate = shutil.which("systemd-socket-activate") is not None
     for i in range(runs + 1 if have_activate else 0):
-        proc = _activated(act_env, act_sock)
+        proc = _activated(act_env, act_sock, inst)
         try:
             _wait_for(act_sock, proc)
             total = run_timed(ctl, act_env, ANSWER)[1]
@@ -224,7 +245,9 @@ def bench_first_answer(
     for i in range(runs + 1):
         state = base / f"loginstate{i}"
         login_env = {**cold, "XDG_STATE_HOME": str(state)}
-        d = DaemonProc(login_env, up.base_url, name="login", data_home=base / "colddata")
+        d = DaemonProc(
+            login_env, up.base_url, "login", data_home=base / "colddata", command=inst.daemon
+        )
         try:
             wait_warm(state)  # started "at login": long warm by the first use
             total = run_timed(ctl, {**d.env, "ASSISTANTD_SOCKET": str(d.socket)}, ANSWER)[1]

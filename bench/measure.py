@@ -1,5 +1,7 @@
 """The latency, throughput, load and start-up sections of the benchmark. Each appends
-its rows to the table and returns its raw figures."""
+its rows to the table and returns its raw figures. Cold processes (``assistantctl``, the
+daemon, the SDK script and the interpreter floors beside them) start from ``inst``, the
+installed copy (``procs.ensure_install``); in-process clients use the bench's own."""
 
 from __future__ import annotations
 
@@ -11,7 +13,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from procs import PY, DaemonProc, Row, UpstreamProc, median, pct, proc_status, reset_peak, run_timed
+from procs import (
+    DaemonProc,
+    Install,
+    Row,
+    UpstreamProc,
+    median,
+    pct,
+    proc_status,
+    reset_peak,
+    run_timed,
+)
 
 SDK_SCRIPT = """
 import sys, openai
@@ -24,13 +36,6 @@ for ch in s:
         sys.stdout.flush()
 print()
 """
-
-
-def assistantctl() -> list[str]:
-    script = Path(PY).parent / "assistantctl"
-    if script.exists():
-        return [str(script)]
-    return [PY, "-c", "from assistantd.cli import main; main()"]
 
 
 class Direct:
@@ -78,11 +83,13 @@ class ViaDaemon:
         return first - t0, time.perf_counter() - t0, n
 
 
-def bench_cold(rows: list[Row], d: DaemonProc, up: UpstreamProc, runs: int) -> dict[str, Any]:
+def bench_cold(
+    rows: list[Row], d: DaemonProc, up: UpstreamProc, runs: int, inst: Install
+) -> dict[str, Any]:
     """Time to first token and total: cold assistantctl vs a cold SDK script vs warm."""
     prompt = "[[words:100]] cold start"
-    ctl = [*assistantctl(), "chat", prompt]
-    sdk = [PY, "-c", SDK_SCRIPT, up.base_url, prompt]
+    ctl = [*inst.assistantctl, "chat", prompt]
+    sdk = [inst.python, "-c", SDK_SCRIPT, up.base_url, prompt]
     direct, via = Direct(up.base_url), ViaDaemon(d)
     # Warm clients also get a short reply and one paced like a real provider (50 tokens/s),
     # which separate the daemon's own cost from CPU contention with a flooding upstream.
@@ -373,7 +380,7 @@ def wait_warm(state_home: Path, timeout: float = 30) -> None:
 
 
 def bench_startup(
-    rows: list[Row], base: Path, env: dict[str, str], up: UpstreamProc, runs: int
+    rows: list[Row], base: Path, env: dict[str, str], up: UpstreamProc, runs: int, inst: Install
 ) -> dict[str, Any]:
     """Spawn to ready (daemon/status answers), idle RSS at ready, once warm (the SDK
     imported in the background, the default client built), and after one chat."""
@@ -385,6 +392,7 @@ def bench_startup(
             up.base_url,
             name=f"start{i}",
             data_home=base / "startdata",
+            command=[inst.python, "-m", "assistantd"],
         )
         try:
             ready.append(d.ready_s * 1000)
@@ -397,8 +405,8 @@ def bench_startup(
                 chatted.append(d.rss_mb())
         finally:
             d.stop()
-    floor = [run_timed([PY, "-c", "print(1)"], env, "1")[1] * 1000 for _ in range(runs)]
-    bare = _bare_rss(env)
+    floor = [run_timed([inst.python, "-c", "print(1)"], env, "1")[1] * 1000 for _ in range(runs)]
+    bare = _bare_rss(env, inst.python)
     s = "5 start-up"
     rows += [
         Row(
@@ -437,10 +445,10 @@ def bench_startup(
     }
 
 
-def _bare_rss(env: dict[str, str]) -> float:
+def _bare_rss(env: dict[str, str], python: str) -> float:
     import subprocess
 
-    cmd = [PY, "-c", "import sys; sys.stdin.read()"]
+    cmd = [python, "-c", "import sys; sys.stdin.read()"]
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env)
     time.sleep(0.3)
     rss = proc_status(p.pid)["VmRSS"] / 1024
@@ -450,12 +458,12 @@ def _bare_rss(env: dict[str, str]) -> float:
     return rss
 
 
-def bench_cli(rows: list[Row], d: DaemonProc, runs: int) -> dict[str, Any]:
+def bench_cli(rows: list[Row], d: DaemonProc, runs: int, inst: Install) -> dict[str, Any]:
     """``assistantctl daemon status`` as a cold process vs python floors."""
     cmds = {
-        "ctl": [*assistantctl(), "daemon", "status"],
-        "import_openai": [PY, "-c", "import openai; print(1)"],
-        "floor": [PY, "-c", "print(1)"],
+        "ctl": [*inst.assistantctl, "daemon", "status"],
+        "import_openai": [inst.python, "-c", "import openai; print(1)"],
+        "floor": [inst.python, "-c", "print(1)"],
     }
     expect = {"ctl": "assistantd", "import_openai": "1", "floor": "1"}
     res: dict[str, list[float]] = {k: [] for k in cmds}

@@ -1,21 +1,131 @@
-"""The processes a benchmark runs (the loopback upstream, daemons, cold clients) and the
-small tools that time them and read their memory."""
+"""The processes a benchmark runs (the loopback upstream, daemons, cold clients), the
+installed copy of assistantd that the cold processes start from, and the small tools that
+time them and read their memory."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from assistantd.client import Client
 
-PY = sys.executable
+PY = sys.executable  # the bench's own interpreter: the harness (upstream, in-process clients)
+INSTALL_VENV = Path.home() / ".cache" / "assistantd" / "bench-install-venv"
+
+
+@dataclass(frozen=True)
+class Install:
+    """An installed assistantd: the interpreter and the scripts a user's processes run."""
+
+    label: str
+    python: str
+
+    def _script(self, name: str, fallback: list[str]) -> list[str]:
+        script = Path(self.python).parent / name
+        return [str(script)] if script.exists() else [self.python, *fallback]
+
+    @property
+    def assistantctl(self) -> list[str]:
+        return self._script("assistantctl", ["-c", "from assistantd.cli import main; main()"])
+
+    @property
+    def daemon(self) -> list[str]:
+        """The daemon as the systemd unit starts it (``install.daemon_command``)."""
+        return self._script("assistantd", ["-m", "assistantd"])
+
+
+DEV = Install("editable dev install (the bench's own venv)", PY)
+
+
+def _run(cmd: list[str], timeout: float = 1200) -> None:
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/")
+    if p.returncode != 0:
+        tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-5:])
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({p.returncode}): {tail}")
+
+
+def _source_copy(root: Path, dest: Path) -> Path:
+    """What ``pip install ROOT`` builds from (pyproject, README, the packages), copied so
+    the build leaves no ``build/`` or ``*.egg-info`` (stale modules included) in the tree."""
+    meta = tomllib.loads((root / "pyproject.toml").read_text())
+    packages = meta.get("tool", {}).get("setuptools", {}).get("packages", ["assistantd"])
+    for name in ("pyproject.toml", "README.md", "LICENSE", "MANIFEST.in", "setup.py", "setup.cfg"):
+        if (root / name).is_file():
+            shutil.copy2(root / name, dest / name)
+    for pkg in packages:
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(root / pkg.replace(".", "/"), dest / pkg.replace(".", "/"), ignore=ignore)
+    return dest
+
+
+def ensure_install(root: Path, venv: Path = INSTALL_VENV) -> tuple[Install, dict[str, Any]]:
+    """assistantd as a user installs it (``pip install ROOT``, not editable, with its
+    dependencies but not the ``local`` extra) in a venv of the bench's own: made once, its
+    dependencies re-resolved when pyproject.toml changes, and the tree as it is now
+    re-installed into it at every run (``--no-deps --force-reinstall``)."""
+    t0 = time.monotonic()
+    py = venv / "bin" / "python"
+    steps = []
+    if not py.exists():
+        print(f"[bench] making {venv} (once) ...", file=sys.stderr, flush=True)
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        _run([sys.executable, "-m", "venv", "--clear", str(venv)], timeout=300)
+        steps.append("venv")
+    pip = [str(py), "-m", "pip", "install", "-q"]
+    stamp = venv / "bench-pyproject.sha256"
+    want = hashlib.sha256((root / "pyproject.toml").read_bytes()).hexdigest()
+    with tempfile.TemporaryDirectory(prefix="adb-src-") as tmp:
+        src = str(_source_copy(root, Path(tmp)))
+        if not stamp.exists() or stamp.read_text().strip() != want:
+            print(f"[bench] installing assistantd's dependencies into {venv} ...", file=sys.stderr)
+            _run([*pip, src])
+            stamp.write_text(want + "\n")
+            steps.append("pip install ROOT")
+        _run([*pip, "--no-deps", "--force-reinstall", src])
+        steps.append("pip install --no-deps --force-reinstall ROOT")
+    probe = subprocess.run(
+        [str(py), "-c", PROBE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
+    )
+    package, editable, openai = probe.stdout.split("\n")[:3]
+    if probe.returncode != 0 or not package.startswith(str(venv)) or editable != "False":
+        raise RuntimeError(f"{venv} does not hold a plain install: {probe.stdout}{probe.stderr}")
+    _run([str(py), "-m", "compileall", "-q", package])  # pip did; make sure of it
+    info = {
+        "measured": "pip install ROOT (not editable)",
+        "venv": str(venv),
+        "python": str(py),
+        "package": package,
+        "openai": openai,
+        "steps": steps,
+        "setup_s": round(time.monotonic() - t0, 1),
+    }
+    return Install("pip install ROOT (not editable)", str(py)), info
+
+
+# The package an interpreter imports, whether any setuptools editable finder is on its
+# path, and its openai version.
+PROBE = """
+import sys, importlib.metadata as m, assistantd, os
+print(os.path.dirname(assistantd.__file__))
+print(any('__editable__' in repr(f) for f in sys.meta_path))
+print(m.version('openai'))
+"""
 
 
 @dataclass
@@ -129,10 +239,16 @@ class DaemonProc:
     """A daemon (``python -m assistantd``) on its own socket and, optionally, data dir."""
 
     def __init__(
-        self, env: dict[str, str], base_url: str, name: str = "", data_home: Path | None = None
+        self,
+        env: dict[str, str],
+        base_url: str,
+        name: str = "",
+        data_home: Path | None = None,
+        command: list[str] | None = None,
     ) -> None:
         """The unnamed daemon uses the default config and socket paths, as a user's does;
-        named ones get their own config file, socket and (optionally) data folder."""
+        named ones get their own config file, socket and (optionally) data folder.
+        ``command`` starts it (default: ``python -m assistantd`` with the bench's Python)."""
         run, conf = Path(env["XDG_RUNTIME_DIR"]), Path(env["XDG_CONFIG_HOME"])
         cfg = conf / "assistantd" / (f"config-{name}.toml" if name else "config.toml")
         cfg.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +260,7 @@ class DaemonProc:
             self.env["XDG_DATA_HOME"] = str(data_home)
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            [PY, "-m", "assistantd", "--quiet", *args],
+            [*(command or [PY, "-m", "assistantd"]), "--quiet", *args],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -5,7 +5,11 @@ baseline measured in the same run against the same loopback upstream
 (``tests/upstream.py``, run in its own process so it never shares the GIL with the
 client being measured), and the ratio between them. Targets are reported, not asserted.
 
-Everything runs in throwaway XDG folders; nothing touches the user's own daemon.
+assistantd's own processes (``assistantctl``, the daemons) start from a copy installed the
+way a user installs it, ``pip install ROOT`` (not editable), in a venv of the bench's own
+that every run re-installs the tree into; the editable dev install is timed once beside
+it, for information. Everything runs in throwaway XDG folders; nothing touches the user's
+own daemon.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,8 +32,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import coldstart  # noqa: E402
 import measure  # noqa: E402
+import procs  # noqa: E402
 import storebench  # noqa: E402
-from procs import PY, DaemonProc, Row, UpstreamProc, median, run_timed  # noqa: E402
+from procs import DEV, PY, DaemonProc, Install, Row, UpstreamProc, median, run_timed  # noqa: E402
 
 KEY_VARS = ("OPENAI_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY", "XAI_API_KEY", "PLAMO_API_KEY")
 
@@ -46,7 +52,33 @@ def isolate(base: Path) -> dict[str, str]:
         os.environ[var] = str(base / sub)
     for var in ("ASSISTANTD_SOCKET", "ASSISTANTD_CONFIG", "LISTEN_FDS", "LISTEN_PID", *KEY_VARS):
         os.environ.pop(var, None)
+    # A user's Python reads and writes bytecode caches and finds assistantd where pip put it.
+    for var in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "PYTHONPYCACHEPREFIX"):
+        os.environ.pop(var, None)
     return dict(os.environ)
+
+
+def install(no_install: bool) -> tuple[Install, dict[str, Any]]:
+    """The copy to measure (``procs.ensure_install``), or the editable dev install when
+    asked to or when it cannot be made; both with their bytecode compiled."""
+    # The dev tree too: it is timed beside the install, and a `PYTHONDONTWRITEBYTECODE=1`
+    # shell leaves it without bytecode, which each cold process would then compile.
+    subprocess.run([PY, "-m", "compileall", "-q", str(ROOT / "assistantd")], check=True)
+    why = "--editable"
+    if not no_install:
+        try:
+            inst, info = procs.ensure_install(ROOT)
+            print(
+                f"[bench] installed the tree into {info['venv']} in {info['setup_s']} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            return inst, info
+        except (OSError, RuntimeError, subprocess.SubprocessError, ValueError) as e:
+            why = f"could not install: {e}"
+            print(f"[bench] WARNING: {why}; measuring the {DEV.label}", file=sys.stderr)
+    info = {"measured": f"{DEV.label} ({why})", "python": DEV.python}
+    return DEV, info
 
 
 def machine() -> dict[str, Any]:
@@ -69,6 +101,12 @@ def machine() -> dict[str, Any]:
         "loadavg": os.getloadavg(),
         "openai": __import__("importlib.metadata").metadata.version("openai"),
     }
+
+
+def measured(install: dict[str, Any]) -> str:
+    """One line saying which install of assistantd the cold processes ran from."""
+    where = f" in {install['venv']}, openai {install['openai']}" if "venv" in install else ""
+    return f"measured: {install['measured']}{where} ({install['python']})"
 
 
 def fmt(v: float | None, unit: str) -> str:
@@ -114,6 +152,7 @@ def markdown(rows: list[Row], info: dict[str, Any], command: str) -> str:
         f"- Python {m['python']}, SQLite {m['sqlite']}, openai {m['openai']}",
         f"- `{m['uname']}`",
         f"- command: `{command}`",
+        f"- {measured(m['install'])}",
     ]
     return "\n".join([*head, "", *lines, ""])
 
@@ -158,37 +197,47 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--markdown", help="also write the table as Markdown here")
     ap.add_argument(
+        "--editable",
+        action="store_true",
+        help="measure the editable dev install this runs from instead of a pip-installed copy",
+    )
+    ap.add_argument(
         "--only",
         help="comma-separated sections: peers,first,cold,relay,concurrency,store,startup,cli",
     )
     args = ap.parse_args(argv)
     only = set(args.only.split(",")) if args.only else None
     q = args.quick
+    json_out = Path(args.json).resolve()
+    md_out = Path(args.markdown).resolve() if args.markdown else None
     started = time.monotonic()
     load_before = os.getloadavg()
+    inst, install_info = install(args.editable)  # before isolate(): pip keeps its cache
     base = Path(tempfile.mkdtemp(prefix="adb-", dir="/tmp"))
     env = isolate(base)
+    cwd = Path.cwd()
+    os.chdir(base)  # cold processes start outside the tree, whose assistantd/ `-m` would find
     rows: list[Row] = []
     raw: dict[str, Any] = {}
     upstream = UpstreamProc(ROOT, env)
     try:
-        daemon = DaemonProc(env, upstream.base_url)
+        daemon = DaemonProc(env, upstream.base_url, command=inst.daemon)
         try:
             n = 5 if q else 20
 
             def first() -> dict[str, Any]:
                 sdk_ms = raw.get("peers", {}).get("median_ms", {}).get("sdk")
                 if sdk_ms is None:
-                    cmd = [PY, "-c", measure.SDK_SCRIPT, upstream.base_url, "hello"]
+                    cmd = [inst.python, "-c", measure.SDK_SCRIPT, upstream.base_url, "hello"]
                     sdk_ms = 1000 * median([run_timed(cmd, env)[1] for _ in range(3)])
                 return coldstart.bench_first_answer(
-                    rows, base, env, upstream, sdk_ms, runs=3 if q else 10
+                    rows, base, env, upstream, sdk_ms, 3 if q else 10, inst
                 )
 
             sections: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-                ("peers", lambda: coldstart.bench_peers(rows, daemon, upstream, base, runs=n)),
+                ("peers", lambda: coldstart.bench_peers(rows, daemon, upstream, base, n, inst)),
                 ("first", first),
-                ("cold", lambda: measure.bench_cold(rows, daemon, upstream, runs=5 if q else 20)),
+                ("cold", lambda: measure.bench_cold(rows, daemon, upstream, 5 if q else 20, inst)),
                 ("relay", lambda: measure.bench_relay(rows, daemon, upstream, runs=3 if q else 10)),
                 (
                     "concurrency",
@@ -211,9 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 (
                     "startup",
-                    lambda: measure.bench_startup(rows, base, env, upstream, runs=3 if q else 10),
+                    lambda: measure.bench_startup(rows, base, env, upstream, 3 if q else 10, inst),
                 ),
-                ("cli", lambda: measure.bench_cli(rows, daemon, runs=5 if q else 20)),
+                ("cli", lambda: measure.bench_cli(rows, daemon, 5 if q else 20, inst)),
             ]
             for name, run in sections:
                 if only and name not in only:
@@ -226,9 +275,12 @@ def main(argv: list[str] | None = None) -> int:
             daemon.stop()
     finally:
         upstream.stop()
+        os.chdir(cwd)
         shutil.rmtree(base, ignore_errors=True)
-    info = machine() | {"loadavg_before": load_before}
-    command = "python bench/run.py" + (" --quick" if q else "")
+    info = machine() | {"loadavg_before": load_before, "install": install_info}
+    command = (
+        "python bench/run.py" + (" --quick" if q else "") + (" --editable" if args.editable else "")
+    )
     print()
     print_table(rows)
     summary = issue_13(rows)
@@ -239,9 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{info['nproc']} cores, {info['memory_gib']} GiB, Python {info['python']}; "
         f"{elapsed:.0f} s in all; load average {load_before[0]:.1f} before, "
-        f"{info['loadavg'][0]:.1f} after"
+        f"{info['loadavg'][0]:.1f} after\n{measured(install_info)}"
     )
-    out = Path(args.json)
+    out = json_out
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "machine": info,
@@ -252,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         "raw": raw,
     }
     out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    if args.markdown:
+    if md_out is not None:
         text = markdown(rows, info, command)
         if summary:
             text += (
@@ -260,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                 + "\n".join(markdown(summary, info, command).splitlines()[5:])
                 + "\n"
             )
-        Path(args.markdown).write_text(text)
+        md_out.write_text(text)
     return 0
 
 
