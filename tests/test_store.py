@@ -1,7 +1,7 @@
 """The conversation store through a real daemon: atomic writes (a real SQLite trigger
 makes a write fail part way), one daemon per data folder, a newer schema refused, the
-queued ledger writes kept at shutdown, odd search input, the bounded search total and
-the list cursor."""
+queued ledger writes kept at shutdown, odd search input, the bounded search total,
+short prefixes and the migration that indexes them, and the list cursor."""
 
 from __future__ import annotations
 
@@ -226,6 +226,94 @@ def test_search_total_is_exact_up_to_the_cap(daemon: Daemon, sql: sqlite3.Connec
     assert newest not in [c["id"] for c in whole["conversations"]]
     typed = daemon.call("conversations/list", {"query": "walruse", "limit": 5})
     assert [c["id"] for c in typed["conversations"]] == [newest]
+
+
+def _ids(d: Daemon, query: str) -> list[str]:
+    """The ids a search lists, in its order, after checking its total is exact."""
+    found = d.call("conversations/list", {"query": query, "limit": 50})
+    assert found["total_exact"] and found["total"] == len(found["conversations"])
+    return [c["id"] for c in found["conversations"]]
+
+
+def test_short_prefixes_find_what_longer_ones_do_newest_first(daemon: Daemon) -> None:
+    """A one-, two- or three-letter last word (read from the prefix index) lists the
+    conversations with a word that starts so, accents folded, most recent match first,
+    as a four-letter one (read word by word) does."""
+    apple = send(daemon, "[[reply:noted]] Apple pie")["conversation_id"]
+    bread = send(daemon, "[[reply:noted]] bread rolls")["conversation_id"]
+    eclair = send(daemon, "[[reply:noted]] Éclair recipe")["conversation_id"]
+    soup = send(daemon, "[[reply:noted]] lentil soup")["conversation_id"]
+    send(daemon, "[[reply:noted]] apricot glaze", apple)  # apple's newest match for "a"
+    avocado = send(daemon, "[[reply:noted]] avocado on toast")["conversation_id"]
+    assert _ids(daemon, "a") == _ids(daemon, "A") == [avocado, apple]
+    assert _ids(daemon, "ap") == _ids(daemon, "apr") == _ids(daemon, "apri") == [apple]
+    assert _ids(daemon, "e") == _ids(daemon, "é") == _ids(daemon, "ecla") == [eclair]
+    # "reply" is in every user message: each conversation by its latest one
+    assert _ids(daemon, "r") == [avocado, apple, soup, eclair, bread]
+    assert _ids(daemon, "bread r") == [bread]  # the other words whole, in the same text
+    assert _ids(daemon, "x") == []
+
+
+def test_search_migration_keeps_every_row_and_indexes_prefixes(make_daemon: Any) -> None:
+    """A store at schema version 3 (made by the real migrations 1-3) is brought to the
+    current version with every search row kept, rowids too, so every conversation is
+    found by a whole word and by a one-letter prefix, most recent match first."""
+    from assistantd.store import MIGRATIONS
+
+    path = db_path()
+    path.parent.mkdir(parents=True)
+    db = sqlite3.connect(path, isolation_level=None)
+    for n, script in enumerate(MIGRATIONS[:3], 1):
+        db.executescript(f"BEGIN; {script}; PRAGMA user_version={n}; COMMIT;")
+    convs = {
+        "c1": "Apple pie",
+        "c2": "banana bread",
+        "c3": "Éclair recipe",
+        "c4": "bread rolls",
+    }
+    texts = [  # in the order they were written: the rowids of the search table
+        ("c1", "Apple pie"),
+        ("c1", "how long to bake"),
+        ("c2", "banana bread"),
+        ("c2", "ripe bananas only"),
+        ("c3", "Éclair recipe"),
+        ("c4", "bread rolls"),
+        ("c4", "avocado on toast"),
+        ("c1", "Apricot glaze"),
+    ]
+    db.execute("BEGIN")
+    db.executemany(
+        "INSERT INTO conversations(id, title, created_at, updated_at)"
+        " VALUES (?, ?, '2024-01-01T00:00:00Z', '2024-01-01T00:00:00Z')",
+        convs.items(),
+    )
+    db.executemany(
+        "INSERT INTO messages(id, conversation_id, seq, role, content, created_at)"
+        " VALUES (?, ?, ?, 'user', ?, '2024-01-01T00:00:00Z')",
+        [(f"m{i}", cid, i, text) for i, (cid, text) in enumerate(texts)],
+    )
+    db.executemany("INSERT INTO search(conversation_id, text) VALUES (?, ?)", texts)
+    db.execute("COMMIT")
+    before = db.execute("SELECT rowid, conversation_id, text FROM search").fetchall()
+    db.close()
+
+    d: Daemon = make_daemon("")
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert db.execute("SELECT rowid, conversation_id, text FROM search").fetchall() == before
+        (table,) = db.execute("SELECT sql FROM sqlite_master WHERE name='search'").fetchone()
+        assert "prefix='1 2 3'" in table
+    finally:
+        db.close()
+    assert "schema version 4" in d.stderr()
+    assert _ids(d, "a") == ["c1", "c4"]  # apricot (newest), avocado; c1's apple is older
+    assert _ids(d, "b") == ["c4", "c2", "c1"]
+    assert _ids(d, "e") == ["c3"]
+    assert _ids(d, "r") == ["c4", "c3", "c2"]
+    assert _ids(d, "bread r") == ["c4"]
+    for cid, title in convs.items():  # each by a whole word of its title
+        assert cid in _ids(d, title.split()[-1])
 
 
 # -- the list cursor ------------------------------------------------------------------------
