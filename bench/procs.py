@@ -4,6 +4,7 @@ time them and read their memory."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -16,7 +17,7 @@ import time
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from assistantd.client import Client
 
@@ -69,17 +70,34 @@ def _source_copy(root: Path, dest: Path) -> Path:
     return dest
 
 
+_HELD: list[IO[bytes]] = []  # the venv's lock, held until this process exits
+
+
+def _lock(venv: Path) -> None:
+    """One bench run at a time per venv: another run's re-install would swap the package
+    under this one's cold processes."""
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    f = (venv.parent / f"{venv.name}.lock").open("ab")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"[bench] waiting for another bench run using {venv} ...", file=sys.stderr)
+        fcntl.flock(f, fcntl.LOCK_EX)
+    _HELD.append(f)
+
+
 def ensure_install(root: Path, venv: Path = INSTALL_VENV) -> tuple[Install, dict[str, Any]]:
     """assistantd as a user installs it (``pip install ROOT``, not editable, with its
     dependencies but not the ``local`` extra) in a venv of the bench's own: made once, its
     dependencies re-resolved when pyproject.toml changes, and the tree as it is now
-    re-installed into it at every run (``--no-deps --force-reinstall``)."""
+    re-installed into it at every run (``--no-deps --force-reinstall``). Holds the venv's
+    lock until this process exits."""
+    _lock(venv)
     t0 = time.monotonic()
     py = venv / "bin" / "python"
     steps = []
     if not py.exists():
         print(f"[bench] making {venv} (once) ...", file=sys.stderr, flush=True)
-        venv.parent.mkdir(parents=True, exist_ok=True)
         _run([sys.executable, "-m", "venv", "--clear", str(venv)], timeout=300)
         steps.append("venv")
     pip = [str(py), "-m", "pip", "install", "-q"]
