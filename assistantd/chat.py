@@ -285,7 +285,7 @@ class Chat:
             turn = self.resolve(params.model, params.provider, params.max_tokens, conv)
             loaded = await self._load(params, turn)
             await self._starting_local(turn.provider, ctx)
-            await self.providers.client(turn.provider)  # fails early: no key, dead local server
+            await self.providers.connection(turn.provider)  # fails early: no key, dead local server
             conversation_var.set(cid)
             history = await self.store.run(self.store.messages, cid) if cid else []
             dangling = history[-1] if history and history[-1]["role"] == "user" else None

@@ -125,6 +125,11 @@ class Config(_Strict):
     default_provider: str | None = None
     socket: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # How streamed answers are requested: through the openai SDK once its background
+    # import is done and in plain HTTP before (auto: a cold daemon's first answer need not
+    # wait for the SDK), always through the SDK, or always in plain HTTP (the SDK is then
+    # imported only for what needs it: answers not streamed, model lists).
+    streaming: Literal["auto", "sdk", "http"] = "auto"
     providers: dict[str, ProviderConfig] = {}
     models: dict[str, ModelConfig] = {}
     local: dict[str, LocalConfig] = {}

@@ -72,6 +72,9 @@ from assistantd.usage import Ledger, ReportParams, ReportResult, Reports
 log = logging.getLogger("assistantd")
 
 FALLBACK_MODEL = "gpt-4.1"
+# The SDK's background import waits for a quiet moment (streaming = "auto"), or this long.
+SDK_IDLE_S = 0.25
+SDK_LATEST_S = 5.0
 
 
 class Status(Result):
@@ -98,6 +101,11 @@ class Status(Result):
     proxy_source: Literal["config", "environment"] | None = None
     no_proxy: list[str] = []
     ca_bundle: str | None = None
+    # The openai SDK: not imported yet, importing (on a thread of its own), ready, or failed
+    # to import; and how streamed answers go now (the config's ``streaming``): through it,
+    # or in plain HTTP on the same client.
+    sdk: Literal["not_loaded", "importing", "ready", "failed"] = "not_loaded"
+    streaming_via: Literal["sdk", "http"] = "http"
 
 
 class Daemon:
@@ -170,7 +178,11 @@ class Daemon:
             log.info("config reloaded from %s", self.config_path)
 
     async def watch_config(self) -> None:
-        watchfiles = await off_loop(lambda: importlib.import_module("watchfiles"), "import")
+        def load() -> Any:  # awatch would import anyio's asyncio backend on the loop (40 ms)
+            importlib.import_module("anyio._backends._asyncio")
+            return importlib.import_module("watchfiles")
+
+        watchfiles = await off_loop(load, "import")
 
         folder = self.config_path.parent
         folder.mkdir(parents=True, exist_ok=True)
@@ -258,6 +270,8 @@ class Daemon:
             proxy_source=proxy_source,
             no_proxy=list(net.no_proxy),
             ca_bundle=net.ca_bundle,
+            sdk=self.providers.sdk_state,
+            streaming_via="sdk" if self.providers.stream_via_sdk() else "http",
         )
 
     async def do_reload(self, p: NoParams, ctx: RequestContext) -> Status:
@@ -277,9 +291,8 @@ class Daemon:
         # socket first, the store last), and every one runs even if an earlier one raises.
         async with contextlib.AsyncExitStack() as cleanup:
             cleanup.callback(log.info, "assistantd stopped")
-            # The SDK's import (1.1-1.4 s on a slow machine) starts now, on a thread of
-            # its own, while the store opens and the socket starts answering.
-            self.providers.warm()
+            if self.config.streaming == "sdk":  # every answer waits for it: start at once
+                self.providers.warm()
             await self.store.aopen()
             cleanup.push_async_callback(self.store.aclose)  # queued writes (the ledger) run
             cleanup.push_async_callback(self.providers.close)
@@ -326,15 +339,34 @@ class Daemon:
             await self.reload()
 
     async def warm(self) -> None:
-        """Have the SDK imported and the default provider's client built before the first
-        request asks for them; nothing waits for this but requests that need the SDK."""
+        """Have the default provider's connection made, then the SDK imported and its
+        client built, before requests ask for them; nothing waits for this but requests
+        that need the SDK. The import (0.3-1.4 s of the GIL) starts once no request has
+        been in flight for ``SDK_IDLE_S``: the first answer of a cold daemon goes out in
+        plain HTTP meanwhile (``streaming = "auto"``) and is not slowed by it."""
         try:
+            default = self.providers.route(self.default_model())
+            await self.providers.prepare(default)
+            if self.config.streaming == "http":
+                return
+            await self._idle(SDK_IDLE_S)
             await self.providers.sdk()
-            await self.providers.prepare(self.providers.route(self.default_model()))
+            await self.providers.prepare(default)
         except errors.RpcError as e:  # e.g. the default names no provider: its request says so
             log.info("nothing prepared ahead: %s", e.message)
         except ImportError as e:
             log.error("the openai SDK cannot be imported: %s", e)
+
+    async def _idle(self, quiet_s: float, latest_s: float = SDK_LATEST_S) -> None:
+        """Return once no request has been in flight for ``quiet_s``, or after ``latest_s``
+        at most (a daemon that is never idle gets its SDK all the same)."""
+        start = quiet_since = time.monotonic()
+        while (now := time.monotonic()) - start < latest_s:
+            if self.registry.active:
+                quiet_since = now
+            elif now - quiet_since >= quiet_s:
+                return
+            await asyncio.sleep(0.05)
 
     async def _drain(self) -> None:
         """Cancel requests in flight, give them a moment to answer, then drop connections."""

@@ -6,17 +6,19 @@ completion call with retries before the first token and errors mapped to the con
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import json
 import logging
 import random
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from assistantd import errors, keystore, tokens
+from assistantd import __version__, errors, keystore, tokens
 from assistantd.config import PRESETS, Config, LocalConfig, ProviderConfig
 from assistantd.network import BadNetworkConfig, Network
 from assistantd.prompt import Guard, TokenFilter
@@ -125,6 +127,73 @@ class StreamBroken(Exception):
         self.error = error
 
 
+class UpstreamFailure(Exception):
+    """A provider's failure, whichever client met it (the SDK's errors are converted into
+    these): what the retries and the mapping to the contract's errors read. ``status`` is
+    the HTTP status, None for an error sent inside a stream."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: Any = None,
+        retry_after: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message, self.status_code, self.body = message, status, body
+        self.retry_after = retry_after  # the Retry-After header, as sent
+
+    @classmethod
+    def from_response(cls, status: int, text: str, retry_after: str | None) -> UpstreamFailure:
+        """An HTTP error answer, read as the SDK reads one: ``body`` is the JSON's
+        ``error`` object (or the JSON, or the text), the message names its ``message``."""
+        message = f"Error code: {status}"
+        body: Any = text.strip()
+        try:
+            body = json.loads(body)
+        except ValueError:
+            pass
+        else:
+            if isinstance(body, dict):
+                body = body.get("error", body)
+            said = body.get("message") if isinstance(body, dict) else None
+            if isinstance(said, str) and said:
+                message += f" - {said}"
+        return cls(message, status=status, body=body, retry_after=retry_after)
+
+
+class ConnectionFailed(UpstreamFailure):
+    """No answer: refused, reset, a TLS or name failure."""
+
+    reason = "connection failed"
+
+
+class TimedOut(ConnectionFailed):
+    """No answer in time."""
+
+    reason = "timed out"
+
+
+def sdk_failure(e: BaseException) -> UpstreamFailure | None:
+    """The SDK's error ``e`` as an ``UpstreamFailure`` (None if it is not one of them)."""
+    openai = sys.modules.get("openai")
+    if openai is None or not isinstance(e, openai.APIError):
+        return None
+    if isinstance(e, openai.APITimeoutError):
+        return TimedOut(e.message)
+    if isinstance(e, openai.APIConnectionError):
+        return ConnectionFailed(e.message)
+    if isinstance(e, openai.APIStatusError):
+        return UpstreamFailure(
+            e.message,
+            status=e.status_code,
+            body=e.body,
+            retry_after=e.response.headers.get("retry-after"),
+        )
+    return UpstreamFailure(e.message, body=e.body)
+
+
 OnDelta = Callable[[str, list[dict[str, Any]] | None], Awaitable[None]]
 BaseUrlHook = Callable[[Provider], Awaitable[str]]
 T = TypeVar("T")
@@ -189,7 +258,8 @@ class Providers:
         self._transport = transport
         self.by_name = build(config)
         self.network = Network.from_config(config.network)
-        self._clients: dict[str, tuple[tuple[str, str, Network], openai.AsyncOpenAI]] = {}
+        self._clients: dict[str, Connection] = {}
+        self._https: dict[Network, httpx2.AsyncClient] = {}
         self._keys: dict[str, tuple[str | None, str]] = {}
         self._base_url_hook = base_url_hook
         self.keyring_error: str | None = None
@@ -277,7 +347,7 @@ class Providers:
         return found
 
     def warm(self) -> asyncio.Future[float]:
-        """Start importing the SDK on its own thread, once (the daemon does at start)."""
+        """Start importing the SDK on its own thread, once."""
         if self._sdk is None:
             self._sdk = off_loop(import_sdk, "assistantd-sdk")
 
@@ -297,60 +367,109 @@ class Providers:
         """Wait for the SDK's import (started now if the daemon has not yet)."""
         await asyncio.shield(self.warm())
 
+    @property
+    def sdk_state(self) -> Literal["not_loaded", "importing", "ready", "failed"]:
+        fut = self._sdk
+        if fut is None:
+            return "not_loaded"
+        if not fut.done():
+            return "importing"
+        return "failed" if fut.cancelled() or fut.exception() else "ready"
+
+    @property
+    def sdk_ready(self) -> bool:
+        return self.sdk_state == "ready"
+
+    def stream_via_sdk(self) -> bool:
+        """Whether a streamed completion goes through the SDK now (``streaming`` in the
+        config): ``auto`` uses it once its background import is done, plain HTTP before."""
+        mode = self.config.streaming
+        return mode == "sdk" or (mode == "auto" and self.sdk_ready)
+
     async def prepare(self, p: Provider) -> None:
-        """Build ``p``'s client ahead of its first request: a client costs 80-120 ms
-        (TLS set-up), paid here, off the loop, rather than by the first keypress. A
-        provider that cannot have one yet (no key, a managed server that is not running)
-        is left for its first request to report."""
+        """Build ``p``'s connection (its key read, its HTTP client and TLS context made:
+        80-120 ms) ahead of its first request, off the loop; and its SDK client too once
+        the SDK is imported. A provider that cannot have one yet (no key, a managed
+        server that is not running) is left for its first request to report."""
         if p.managed:
             return  # building its client would start the server
         try:
-            await self.client(p)
+            await (self.client(p) if self.sdk_ready else self.connection(p))
         except errors.RpcError as e:
             log.info("no client prepared for %s: %s", p.name, e.message)
 
-    async def client(self, p: Provider) -> openai.AsyncOpenAI:
-        key, _ = await self.key(p)
-        if key is None:
-            if p.needs_key:
-                where = f" or ${p.key_env}" if p.key_env else ""
-                raise errors.NoApiKey(
-                    f"no API key for {p.name}: run `assistantctl keys set {p.name}`{where}",
-                    provider=p.name,
-                )
-            key = "no-key"  # the SDK insists on one; local servers ignore it
+    async def connection(self, p: Provider) -> Connection:
+        """``p``'s key and HTTP client (no SDK needed). The key (a keyring call) and the
+        client (httpx2's import, a TLS context: 80-160 ms on a cold daemon) are made at
+        the same time, each once: a client per network setting, a key per provider."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                keyed = tg.create_task(self._key_or_none(p))
+                made = tg.create_task(self._http(Network() if p.managed else self.network, p))
+        except ExceptionGroup as group:  # the first failure, as a request would have met it
+            raise group.exceptions[0] from None
+        key, http = keyed.result(), made.result()
         base_url = p.base_url
         if p.managed and self._base_url_hook:
             base_url = await self._base_url_hook(p)
             key = self.local_keys.get(p.name, key)  # the random key it was started with
-        # A managed server is this machine's own: never through a proxy.
-        net = Network() if p.managed else self.network
-        ident = (base_url, key, net)
+        ident = (
+            base_url,
+            key,
+            p.timeout_s,
+            (Network() if p.managed else self.network).connect_timeout_s,
+        )
         cached = self._clients.get(p.name)
-        if cached and cached[0] == ident:
-            return cached[1]
-        await self.sdk()
+        if cached is None or cached.ident != ident or cached.http is not http:
+            cached = self._clients[p.name] = Connection(ident, http)
+        return cached
+
+    async def _key_or_none(self, p: Provider) -> str:
+        key, _ = await self.key(p)
+        if key is not None:
+            return key
+        if p.needs_key:
+            where = f" or ${p.key_env}" if p.key_env else ""
+            raise errors.NoApiKey(
+                f"no API key for {p.name}: run `assistantctl keys set {p.name}`{where}",
+                provider=p.name,
+            )
+        return "no-key"  # the SDK insists on one; local servers ignore it
+
+    async def _http(self, net: Network, p: Provider) -> httpx2.AsyncClient:
+        """The HTTP client for ``net`` (a managed server's is direct: this machine's own,
+        never through a proxy), built off the loop once; clients of settings no longer in
+        force are closed."""
+        if (http := self._https.get(net)) is not None:
+            return http
         async with self._building:
-            cached = self._clients.get(p.name)
-            if cached and cached[0] == ident:  # built by another request meanwhile
-                return cached[1]
+            if (http := self._https.get(net)) is not None:  # built meanwhile
+                return http
             try:
-                client = await off_loop(
-                    lambda: _new_client(key, base_url, p.timeout_s, net, self._transport),
-                    "assistantd-client",
-                )
+                http = await off_loop(lambda: _new_http(net, self._transport), "assistantd-client")
             except BadNetworkConfig as e:
                 raise errors.UpstreamUnreachable(
                     f"cannot reach {p.name}: {e}", provider=p.name, base_url=p.base_url
                 ) from None
-            self._clients[p.name] = (ident, client)
-        if cached:
-            await cached[1].close()
-        return client
+            stale = [n for n in self._https if n not in (Network(), self.network)]
+            self._https[net] = http
+        for n in stale:
+            await self._https.pop(n).aclose()
+        return http
+
+    async def client(self, p: Provider) -> openai.AsyncOpenAI:
+        """``p``'s SDK client, on its connection's HTTP client (one pool for both)."""
+        conn = await self.connection(p)
+        if conn.sdk is None:
+            await self.sdk()
+            if conn.sdk is None:  # not made by another request while this one waited
+                conn.sdk = conn.sdk_client()
+        return conn.sdk
 
     async def close(self) -> None:
-        for _, client in self._clients.values():
-            await client.close()
+        for http in self._https.values():
+            await http.aclose()
+        self._https.clear()
         self._clients.clear()
 
     # -- one completion ------------------------------------------------------------
@@ -371,10 +490,14 @@ class Providers:
     ) -> Completion:
         """Run one completion into ``out``. Retries 429/5xx/connect errors until the first
         token; maps every failure to the contract's errors; on cancel, closes the
-        upstream stream at once (so the provider stops generating) and re-raises."""
-        client = await self.client(p)  # after the SDK's import, which runs off the loop
-        import openai
+        upstream stream at once (so the provider stops generating) and re-raises.
 
+        A streamed completion goes through the SDK, or, while the SDK is still being
+        imported (``streaming = "auto"``: the first answer of a cold daemon), as the same
+        request in plain HTTP on the same client: the SDK's import takes longer than a
+        whole cold answer may. Everything after the request is shared."""
+        conn = await self.connection(p)
+        sdk = await self.client(p) if not stream or self.stream_via_sdk() else None
         kwargs: dict[str, Any] = {"model": model, "messages": messages}
         if temperature is not None:
             kwargs["temperature"] = temperature
@@ -403,11 +526,13 @@ class Providers:
             try:
                 try:
                     if stream:
-                        await self._stream(client, kwargs, out, shown.sink if shown else on_delta)
+                        opened = _open_sdk(sdk, kwargs) if sdk else _open_http(conn, kwargs)
+                        await self._stream(opened, out, shown.sink if shown else on_delta)
                         if shown is not None:
                             await shown.flush()
                     else:
-                        await self._once(client, kwargs, out)
+                        assert sdk is not None
+                        await self._once(sdk, kwargs, out)
                 finally:
                     if shown is not None:  # also for the partial text of a cancel or a break
                         out.text = "".join(shown.parts) if stream else shown.whole(out.text)
@@ -419,18 +544,18 @@ class Providers:
                         "usage and cost are null"
                     )
                 return out
-            except openai.APIError as e:
+            except UpstreamFailure as e:
                 if out.started:
                     raise StreamBroken(self._map(p, e)) from None
                 if _context_exceeded(e):
                     raise ContextExceeded(str(e)) from None
-                if isinstance(e, openai.AuthenticationError):
+                if e.status_code == 401:
                     self.forget_keys(p.name)  # a key changed outside us is read afresh next time
                 wait = _retry_wait(e, attempt)
                 if wait is None or attempt >= RETRIES:
                     raise self._map(p, e) from None
                 attempt += 1
-                log.info("%s: %s; retry %d in %.1f s", p.name, type(e).__name__, attempt, wait)
+                log.info("%s: %s; retry %d in %.1f s", p.name, _what(e), attempt, wait)
                 await asyncio.sleep(wait)
             except (ValueError, OSError) as e:  # garbage SSE, a transport error mid-stream
                 err: errors.RpcError = errors.UpstreamError(
@@ -452,27 +577,25 @@ class Providers:
 
     async def _stream(
         self,
-        client: openai.AsyncOpenAI,
-        kwargs: dict[str, Any],
+        opened: contextlib.AbstractAsyncContextManager[httpx2.Response],
         out: Completion,
         on_delta: OnDelta | None,
     ) -> None:
-        """Stream one completion. The SDK builds the request, authenticates and maps HTTP
-        errors; the body is read raw, one ``json.loads`` per SSE event (a typed chunk per
+        """Stream one completion from the response ``opened`` gives (by the SDK or plain
+        HTTP). The body is read raw, one ``json.loads`` per SSE event (a typed chunk per
         event was half the relay's time). Deltas go out through a ``DeltaRelay``, so a
         client that falls behind never holds up the stream: what arrives meanwhile goes
         out as one delta when it catches up."""
-        create = client.chat.completions.with_streaming_response.create
-        async with create(**kwargs, stream=True) as response:
+        async with opened as response:
             if on_delta is None:
-                await self._read(response.http_response, out, None)
+                await self._read(response, out, None)
             else:
                 relay = DeltaRelay(on_delta)
                 error: Exception | None = None
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(relay.run())
                     try:
-                        await self._read(response.http_response, out, relay)
+                        await self._read(response, out, relay)
                     except Exception as e:  # raised below, once what came before it is sent
                         error = e
                     finally:
@@ -482,38 +605,26 @@ class Providers:
         if out.finish_reason is None:
             raise ValueError("the stream ended without a finish reason")
 
-    async def _read(self, http: Any, out: Completion, relay: DeltaRelay | None) -> None:
-        """Read the SSE body into ``out``; transport errors become the SDK's errors, as
-        they are when the SDK reads the stream itself."""
-        import ssl
-
-        import httpx2
-        import openai
-
+    async def _read(self, http: httpx2.Response, out: Completion, relay: DeltaRelay | None) -> None:
+        """Read the SSE body into ``out``; a transport error is a ``ConnectionFailed``,
+        as it is before the answer starts."""
         events = SseEvents()
         body = http.aiter_bytes()
         try:
-            async for data in body:
-                self._take(events.feed(data), out, http.request, relay)
-                # Data already buffered never suspends: yield once per read so that the
-                # relay sends, many streams share the loop, and new requests start promptly.
-                await asyncio.sleep(0)
-                if relay is not None:
-                    await relay.room()
-            self._take(events.close(), out, http.request, relay)
-        except httpx2.TimeoutException as e:
-            raise openai.APITimeoutError(request=http.request) from e
-        except (httpx2.RequestError, ssl.SSLError) as e:
-            raise openai.APIConnectionError(request=http.request) from e
-        except httpx2.HTTPError as e:
-            raise OSError(str(e)) from e
+            async with _transport_errors():
+                async for data in body:
+                    self._take(events.feed(data), out, relay)
+                    # Data already buffered never suspends: yield once per read so that the
+                    # relay sends, many streams share the loop, and new requests start.
+                    await asyncio.sleep(0)
+                    if relay is not None:
+                        await relay.room()
+            self._take(events.close(), out, relay)
         finally:
             await body.aclose()
 
     @staticmethod
-    def _take(
-        payloads: list[bytes], out: Completion, request: Any, relay: DeltaRelay | None
-    ) -> None:
+    def _take(payloads: list[bytes], out: Completion, relay: DeltaRelay | None) -> None:
         """Fold the events' chunks into ``out``, and hand their text and logprobs on."""
         for payload in payloads:
             if payload.startswith(b"[DONE]"):
@@ -522,13 +633,10 @@ class Providers:
             if not isinstance(chunk, dict):
                 raise ValueError("a stream event that is not an object")
             if chunk.get("error"):  # an error sent inside the stream, as the SDK reads it
-                import openai
-
                 error = chunk["error"]
                 message = error.get("message") if isinstance(error, dict) else None
-                raise openai.APIError(
+                raise UpstreamFailure(
                     message if isinstance(message, str) and message else "error in the stream",
-                    request,
                     body=error,
                 )
             if (usage := chunk.get("usage")) is not None:
@@ -556,7 +664,10 @@ class Providers:
     async def _once(
         self, client: openai.AsyncOpenAI, kwargs: dict[str, Any], out: Completion
     ) -> None:
-        res = await client.chat.completions.create(**kwargs)
+        try:
+            res = await client.chat.completions.create(**kwargs)
+        except Exception as e:
+            raise sdk_failure(e) or e from e
         if res.usage is not None:
             out.usage = _usage(res.usage.model_dump())
         if not res.choices:
@@ -569,32 +680,33 @@ class Providers:
             out.got_logprobs = True
 
     def _map(self, p: Provider, e: Exception) -> errors.RpcError:
-        import openai
-
-        if isinstance(e, openai.APIConnectionError) and p.local:
+        """``e`` (an ``UpstreamFailure``, the SDK's error, or anything) as the contract's
+        error."""
+        e = sdk_failure(e) or e
+        if isinstance(e, ConnectionFailed) and p.local:
             if p.managed:  # its base_url is the manager's; the log says why it went away
                 message = (
                     f"the local server {p.name} stopped answering "
                     f"(see `assistantctl local logs {p.name}`)"
                 )
-            elif isinstance(e, openai.APITimeoutError):
+            elif isinstance(e, TimedOut):
                 message = f"{p.name} at {p.base_url} did not answer in time"
             else:
                 message = not_running(p.kind, p.base_url)
             return errors.UpstreamUnreachable(message, provider=p.name, base_url=p.base_url)
-        if isinstance(e, openai.APITimeoutError | openai.APIConnectionError):
+        if isinstance(e, ConnectionFailed):
             return errors.UpstreamUnreachable(
-                f"cannot reach {p.name} at {p.base_url}: {type(e).__name__}",
+                f"cannot reach {p.name} at {p.base_url}: {e.reason}",
                 provider=p.name,
                 base_url=p.base_url,
             )
-        if isinstance(e, openai.RateLimitError):
+        if isinstance(e, UpstreamFailure) and e.status_code == 429:
             return errors.RateLimited(
                 f"{p.name} is rate limiting (429) after {RETRIES + 1} attempts",
                 provider=p.name,
                 retry_after=_retry_after(e),
             )
-        if isinstance(e, openai.APIStatusError):
+        if isinstance(e, UpstreamFailure) and e.status_code is not None:
             message = _error_message(e)
             if e.status_code == 401:
                 message = f"{p.name} refused the API key (401): {message}"
@@ -607,6 +719,118 @@ class Providers:
         return errors.UpstreamError(
             keystore.scrub(f"{p.name}: {e}"), provider=p.name, message=keystore.scrub(str(e))
         )
+
+
+@dataclass
+class Connection:
+    """One provider's HTTP client, made without the SDK, and the SDK's client on top of
+    it once the SDK is imported: both share one connection pool."""
+
+    ident: tuple[str, str, float, float]  # (base URL, key, timeout, connect timeout)
+    http: httpx2.AsyncClient
+    sdk: openai.AsyncOpenAI | None = None
+
+    @property
+    def url(self) -> str:
+        return self.ident[0]
+
+    @property
+    def timeout(self) -> httpx2.Timeout:
+        """The provider's own timeouts, per request: its client may serve others."""
+        import httpx2
+
+        return httpx2.Timeout(self.ident[2], connect=self.ident[3])
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self.ident[1]}",
+            "Accept": "application/json",
+            "User-Agent": f"assistantd/{__version__}",
+        }
+
+    def sdk_client(self) -> openai.AsyncOpenAI:
+        import openai
+
+        return openai.AsyncOpenAI(
+            api_key=self.ident[1],
+            base_url=self.url,
+            max_retries=0,  # retried here, before the first token only
+            timeout=self.timeout,
+            http_client=self.http,
+        )
+
+
+MAX_ERROR_BODY = 1024 * 1024  # an error answer is read up to here
+
+
+@contextlib.asynccontextmanager
+async def _transport_errors() -> AsyncIterator[None]:
+    """httpx2's transport errors as ``TimedOut``/``ConnectionFailed``, as the SDK has them."""
+    import ssl
+
+    import httpx2
+
+    try:
+        yield
+    except httpx2.TimeoutException as e:
+        raise TimedOut("Request timed out.") from e
+    except (httpx2.RequestError, ssl.SSLError) as e:
+        raise ConnectionFailed("Connection error.") from e
+    except httpx2.HTTPError as e:
+        raise OSError(str(e)) from e
+
+
+@contextlib.asynccontextmanager
+async def _open_http(conn: Connection, kwargs: dict[str, Any]) -> AsyncIterator[httpx2.Response]:
+    """The streamed request in plain HTTP, as the SDK sends it; an error status is an
+    ``UpstreamFailure`` read as the SDK reads one."""
+    request = conn.http.build_request(
+        "POST",
+        f"{conn.url}/chat/completions",
+        json={**kwargs, "stream": True},
+        headers=conn.headers(),
+        timeout=conn.timeout,
+    )
+    async with _transport_errors():
+        response = await conn.http.send(request, stream=True)
+    try:
+        if response.status_code >= 400:
+            body = bytearray()
+            async with _transport_errors():
+                async for part in response.aiter_bytes():
+                    body += part
+                    if len(body) > MAX_ERROR_BODY:
+                        break
+            raise UpstreamFailure.from_response(
+                response.status_code,
+                body[:MAX_ERROR_BODY].decode("utf-8", "replace"),
+                response.headers.get("retry-after"),
+            )
+        yield response
+    finally:
+        await response.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _open_sdk(
+    client: openai.AsyncOpenAI, kwargs: dict[str, Any]
+) -> AsyncIterator[httpx2.Response]:
+    """The streamed request through the SDK (request, auth, status errors)."""
+    try:
+        create = client.chat.completions.with_streaming_response.create
+        async with create(**kwargs, stream=True) as response:
+            yield response.http_response
+    except Exception as e:
+        if (failure := sdk_failure(e)) is None:
+            raise
+        raise failure from e
+
+
+def _what(e: UpstreamFailure) -> str:
+    """``e`` in a word or two, for the log."""
+    if isinstance(e, ConnectionFailed):
+        return e.reason
+    return f"status {e.status_code}" if e.status_code is not None else "error in the stream"
 
 
 class _Shown:
@@ -635,38 +859,25 @@ class _Shown:
                 await self.on_delta(rest, None)
 
 
-def _new_client(
-    key: str,
-    base_url: str,
-    timeout_s: float,
-    net: Network,
-    transport: httpx2.AsyncBaseTransport | None = None,
-) -> openai.AsyncOpenAI:
-    """A client for one provider. With ``[network] proxy`` its requests go through that
-    proxy (loopback too) except to ``no_proxy`` hosts; without, the environment's proxy
-    variables count, as for any httpx client. ``ca_bundle`` is trusted on top of the
-    default certificates. A ``transport`` given replaces all of that (tests only)."""
-    import openai
+def _new_http(
+    net: Network, transport: httpx2.AsyncBaseTransport | None = None
+) -> httpx2.AsyncClient:
+    """An HTTP client for providers, made as the SDK makes its default one (its limits,
+    redirects followed; each request sets its provider's timeouts). With ``[network]
+    proxy`` its requests go through that proxy (loopback too) except to ``no_proxy``
+    hosts; without, the environment's proxy variables count, as for any httpx client.
+    ``ca_bundle`` is trusted on top of the default certificates. A ``transport`` given
+    replaces all of that (tests only)."""
+    import httpx2
 
-    timeout = openai.Timeout(timeout_s, connect=net.connect_timeout_s)
-    limits = openai.DEFAULT_CONNECTION_LIMITS
+    timeout = httpx2.Timeout(120.0, connect=net.connect_timeout_s)
+    limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)  # the SDK's
+    common: dict[str, Any] = {"timeout": timeout, "follow_redirects": True}
     if transport is not None:
-        http = openai.DefaultAsyncHttpxClient(transport=transport, timeout=timeout)
-    elif net.proxy is not None:
-        http = openai.DefaultAsyncHttpxClient(
-            transport=net.transport(limits=limits), timeout=timeout
-        )
-    else:
-        http = openai.DefaultAsyncHttpxClient(
-            verify=net.ssl_context(), trust_env=True, limits=limits, timeout=timeout
-        )
-    return openai.AsyncOpenAI(
-        api_key=key,
-        base_url=base_url,
-        max_retries=0,  # retried here, before the first token only
-        timeout=timeout,
-        http_client=http,
-    )
+        return httpx2.AsyncClient(transport=transport, **common)
+    if net.proxy is not None:
+        return httpx2.AsyncClient(transport=net.transport(limits=limits), **common)
+    return httpx2.AsyncClient(verify=net.ssl_context(), trust_env=True, limits=limits, **common)
 
 
 def _broad(pattern: str) -> bool:
@@ -808,23 +1019,19 @@ def _context_exceeded(e: Any) -> bool:
     )
 
 
-def _retry_after(e: Any) -> float | None:
-    response = getattr(e, "response", None)
-    raw = response.headers.get("retry-after") if response is not None else None
+def _retry_after(e: UpstreamFailure) -> float | None:
     try:
-        return float(raw) if raw is not None else None
+        return float(e.retry_after) if e.retry_after is not None else None
     except ValueError:
         return None
 
 
-def _retry_wait(e: Any, attempt: int) -> float | None:
+def _retry_wait(e: UpstreamFailure, attempt: int) -> float | None:
     """Seconds to wait before retrying ``e``, or None when it is not worth a retry."""
-    import openai
-
-    if isinstance(e, openai.RateLimitError):
+    if e.status_code == 429:
         after = _retry_after(e)
         return min(after if after is not None else 2.0**attempt, MAX_RETRY_WAIT_S)
-    status = getattr(e, "status_code", None)
-    if isinstance(e, openai.APIConnectionError) or (isinstance(status, int) and status >= 500):
+    status = e.status_code
+    if isinstance(e, ConnectionFailed) or (status is not None and status >= 500):
         return 0.25 * 2.0**attempt + random.uniform(0, 0.1)
     return None

@@ -75,10 +75,16 @@ def upstream(upstream_server: Upstream) -> Upstream:
 
 
 def fake_provider_config(
-    up: Upstream, *, name: str = "fake", needs_key: bool = False, extra: str = ""
+    up: Upstream,
+    *,
+    name: str = "fake",
+    needs_key: bool = False,
+    extra: str = "",
+    streaming: str = "auto",
 ) -> str:
     return f"""
 default_model = "fake-echo"
+streaming = "{streaming}"
 [providers.{name}]
 base_url = "{up.base_url}"
 models = ["fake-*", "nologprobs-*"]
