@@ -1,10 +1,14 @@
-"""chat/send end to end through the real SDK: streaming, usage, logprobs, history, trimming,
-retries, partial answers, and conversations that survive a restart."""
+"""chat/send end to end: streaming, usage, logprobs, history, trimming, retries, partial
+answers, and conversations that survive a restart. Every test runs twice: with streamed
+answers through the real SDK (``streaming = "sdk"``) and in plain HTTP (``"http"``, how a
+cold daemon sends its first answers), and checks that each streamed request went the
+way its daemon was told to send it."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,6 +16,31 @@ import pytest
 from assistantd.client import RpcError
 from tests.conftest import Daemon, fake_provider_config
 from tests.upstream import Upstream
+
+
+@pytest.fixture(params=["sdk", "http"])
+def streaming(request: pytest.FixtureRequest) -> str:
+    """How the test's daemons send streamed answers (the config's ``streaming``)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def daemon(make_daemon: Any, upstream: Upstream, streaming: str) -> Daemon:
+    """A daemon whose ``fake`` provider is the loopback upstream, streaming as told."""
+    d: Daemon = make_daemon(fake_provider_config(upstream, streaming=streaming))
+    return d
+
+
+@pytest.fixture(autouse=True)
+def streamed_the_way_told(upstream: Upstream, streaming: str) -> Iterator[None]:
+    """After each test: every streamed request reached the upstream the way the daemon was
+    told to send it (the SDK names itself in User-Agent; plain HTTP names assistantd)."""
+    yield
+    agents = {
+        r["headers"].get("user-agent", "") for r in upstream.requests if r["body"].get("stream")
+    }
+    want = "AsyncOpenAI/Python" if streaming == "sdk" else "assistantd/"
+    assert all(a.startswith(want) for a in agents), (streaming, agents)
 
 
 def send(d: Daemon, **params: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -114,6 +143,39 @@ def test_retries_before_first_token(daemon: Daemon, upstream: Upstream) -> None:
     assert r["text"] == "You said: limited" and len(upstream.requests) == 2
 
 
+def test_provider_errors_are_mapped_alike(
+    make_daemon: Any, upstream: Upstream, streaming: str
+) -> None:
+    """An error answer, a dead provider and one that never answers get the same contract
+    errors whichever way the answer was asked for: the status and the provider's own
+    message (-32002), unreachable with its address (-32003), and a timeout (-32003)."""
+    dead = "http://127.0.0.1:9/v1"  # the discard port: nothing listens there
+    extra = f"""
+[providers.dead]
+base_url = "{dead}"
+models = ["dead-*"]
+needs_key = false
+[providers.slowpoke]
+base_url = "{upstream.base_url}"
+models = ["slowpoke-*"]
+needs_key = false
+timeout_s = 0.5
+"""
+    d = make_daemon(fake_provider_config(upstream, extra=extra, streaming=streaming))
+    with pytest.raises(RpcError) as e:
+        send(d, message="[[error:403]] no")
+    assert (e.value.code, e.value.data["status"]) == (-32002, 403)
+    assert "Simulated error 403" in e.value.message
+    with pytest.raises(RpcError) as e:
+        send(d, message="anyone?", model="dead-echo")
+    assert e.value.code == -32003 and e.value.data["base_url"] == dead
+    assert "connection failed" in e.value.message
+    with pytest.raises(RpcError) as e:
+        send(d, message="[[hang]] wait", model="slowpoke-echo")
+    assert e.value.code == -32003 and "timed out" in e.value.message
+    assert send(d, message="still here")[0]["text"] == "You said: still here"
+
+
 def test_cut_stream_keeps_partial(daemon: Daemon) -> None:
     """A stream cut mid-way stores the text so far as partial and says so in the error."""
     with pytest.raises(RpcError) as e:
@@ -160,11 +222,13 @@ def test_trimming_fits_the_window(daemon: Daemon, upstream: Upstream) -> None:
     assert len(daemon.call("conversations/get", {"id": cid})["messages"]) == 26
 
 
-def test_context_exceeded_gets_a_tighter_trim(make_daemon: Any, upstream: Upstream) -> None:
+def test_context_exceeded_gets_a_tighter_trim(
+    make_daemon: Any, upstream: Upstream, streaming: str
+) -> None:
     """When the provider says the prompt is too long, one tighter trim is tried before giving up."""
     extra = '[models."fake-tiny-liar"]\ncontext_window = 100000\n'
     d = make_daemon(
-        fake_provider_config(upstream).replace(
+        fake_provider_config(upstream, streaming=streaming).replace(
             '[models."fake-tiny"]\ncontext_window = 120',
             '[models."fake-tiny"]\ncontext_window = 4000',
         )
@@ -232,12 +296,12 @@ def test_conversations_crud(daemon: Daemon) -> None:
     assert e.value.code == -32004 and e.value.data["kind"] == "message"
 
 
-def test_continue_after_restart(make_daemon: Any, upstream: Upstream) -> None:
+def test_continue_after_restart(make_daemon: Any, upstream: Upstream, streaming: str) -> None:
     """Conversations live on disk: after a restart they continue and fork."""
-    d = make_daemon(fake_provider_config(upstream))
+    d = make_daemon(fake_provider_config(upstream, streaming=streaming))
     r, _ = send(d, message="remember FACT-blue")
     d.stop()
-    d2 = make_daemon(fake_provider_config(upstream))
+    d2 = make_daemon(fake_provider_config(upstream, streaming=streaming))
     r2, _ = send(d2, message="[[recall]]", conversation_id=r["conversation_id"])
     assert r2["text"] == "FACT-blue"
     assert d2.call("conversations/fork", {"id": r["conversation_id"]})["id"] != r["conversation_id"]
@@ -276,7 +340,7 @@ def test_concurrent_conversations(daemon: Daemon) -> None:
     assert time.monotonic() - t0 < 10
 
 
-def test_local_answers_are_capped(make_daemon: Any, upstream: Upstream) -> None:
+def test_local_answers_are_capped(make_daemon: Any, upstream: Upstream, streaming: str) -> None:
     """A local server's answer is capped at the room reserved for it (or its configured
     max_tokens); a remote provider gets no cap the user did not ask for."""
     extra = f"""
@@ -286,7 +350,7 @@ kind = "ollama"
 needs_key = false
 models = ["tiny-local"]
 """
-    d = make_daemon(fake_provider_config(upstream, extra=extra))
+    d = make_daemon(fake_provider_config(upstream, extra=extra, streaming=streaming))
     d.call("chat/send", {"message": "remote"})
     d.call("chat/send", {"message": "local", "model": "tiny-local"})
     d.call("chat/send", {"message": "asked", "model": "tiny-local", "max_tokens": 7})

@@ -1,6 +1,7 @@
-"""Start-up and the process itself: the SDK warms off the event loop, deltas coalesce for a
-client that fell behind, log files stay private across rotations, and the daemon cannot be
-dumped or read by the user's other processes."""
+"""Start-up and the process itself: a cold daemon answers before the SDK is imported, which
+then happens off the event loop; deltas coalesce for a client that fell behind, log files
+stay private across rotations, and the daemon cannot be dumped or read by the user's other
+processes."""
 
 from __future__ import annotations
 
@@ -26,31 +27,60 @@ from tests.upstream import Upstream
 NOBODY = 65534
 
 
-def test_status_answers_while_the_first_chat_waits_for_the_sdk(daemon: Daemon) -> None:
-    """Right after start, daemon/status on a second connection answers at once while the first
-    chat/send is in progress: the openai SDK is imported on a thread of its own (the log says
-    how long it took there), never on the event loop where it would hold every connection."""
-    chat = Raw(daemon.socket, timeout=60)
-    chat.send(req(1, "chat/send", {"message": "[[words:3]] [[slow:0.2]] first"}))
-    probe = Raw(daemon.socket, timeout=60)
-    t0 = time.monotonic()
-    probe.send(req(2, "daemon/status"))
-    status = probe.response(2)
-    waited = time.monotonic() - t0
-    assert status["result"]["active_requests"] == 1  # the chat was in flight meanwhile
-    answer = chat.response(1)
-    assert answer["result"]["text"] == "w1 w2 w3"
-    found = until(
-        lambda: re.search(
-            r"openai SDK imported in (\d+) ms on thread assistantd-sdk", daemon.stderr()
-        ),
-        what="the SDK's import in the log",
-    )
-    import_s = int(found.group(1)) / 1000
-    # On the loop, status would have waited for (most of) the import; off it, it does not.
-    assert waited < max(0.25, import_s / 2), (waited, import_s)
-    chat.close()
-    probe.close()
+def test_a_cold_daemons_first_answer_does_not_wait_for_the_sdk(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """A chat/send that starts the daemon (socket activation: the request is queued before
+    the process exists) is answered in plain HTTP, without the openai SDK; the SDK is then
+    imported on a thread of its own once the daemon is quiet, daemon/status answering at
+    once meanwhile, and later answers go through it (``streaming = "auto"``)."""
+    assert shutil.which("systemd-socket-activate"), "systemd-socket-activate must be installed"
+    config = Path(os.environ["XDG_CONFIG_HOME"]) / "assistantd" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(fake_provider_config(upstream))  # streaming: auto, the default
+    folder = Path(os.environ["XDG_RUNTIME_DIR"]) / "assistantd"
+    folder.mkdir(mode=0o700)  # as the socket unit makes it
+    sock_path = folder / "assistantd.sock"
+    names = [k for k in os.environ if k.startswith("XDG_")]
+    log = tmp_path / "stderr.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            ["systemd-socket-activate", "-l", str(sock_path), *(f"-E{k}" for k in names),
+             sys.executable, "-m", "assistantd"],
+            stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT,
+        )  # fmt: skip
+    try:
+        until(sock_path.exists, what="systemd-socket-activate's socket")
+        chat = Raw(sock_path, timeout=60)
+        chat.send(req(1, "chat/send", {"message": "first"}))
+        assert chat.response(1)["result"]["text"] == "You said: first"
+        [first] = upstream.requests
+        assert first["headers"]["user-agent"].startswith("assistantd/")  # not the SDK
+        assert first["headers"]["authorization"] == "Bearer no-key"
+        probe = Raw(sock_path, timeout=60)
+        waits: list[float] = []
+
+        def sdk_ready() -> bool:
+            t0 = time.monotonic()
+            probe.send(req(2, "daemon/status"))
+            status = probe.response(2)["result"]
+            if status["sdk"] == "importing":
+                waits.append(time.monotonic() - t0)
+            return bool(status["sdk"] == "ready" and status["streaming_via"] == "sdk")
+
+        until(sdk_ready, timeout=60, what="the SDK imported")
+        found = re.search(
+            r"openai SDK imported in (\d+) ms on thread assistantd-sdk", log.read_text()
+        )
+        assert found, log.read_text()
+        # On the loop, status would have waited for (most of) the import; off it, it does not.
+        assert all(w < max(0.25, int(found.group(1)) / 2000) for w in waits), waits
+        chat.send(req(3, "chat/send", {"message": "second"}))
+        assert chat.response(3)["result"]["text"] == "You said: second"
+        assert upstream.requests[-1]["headers"]["user-agent"].startswith("AsyncOpenAI/Python")
+    finally:
+        proc.terminate()
+        proc.wait(20)
 
 
 def _pending(sock: Any) -> int:

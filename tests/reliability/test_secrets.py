@@ -75,18 +75,21 @@ def key_upstreams() -> Iterator[tuple[str, str, Upstream, Upstream]]:
         yield env_key, kr_key, env_up, kr_up
 
 
+@pytest.mark.parametrize("streaming", ["sdk", "http"])
 def test_no_key_in_any_file_log_or_reply(secret_service: None, make_daemon: Any,
                                          isolated_dirs: Path,
                                          key_upstreams: tuple[str, str, Upstream, Upstream],
-                                         ) -> None:  # fmt: skip
+                                         streaming: str) -> None:  # fmt: skip
     """Keys from the env and the keyring, used, refused (401) and failing, never reach a
-    file in the daemon's folders, its log (at DEBUG), its stderr or a reply."""
+    file in the daemon's folders, its log (at DEBUG), its stderr or a reply, whether
+    streamed answers go through the SDK or in plain HTTP."""
     env_key, kr_key, env_up, kr_up = key_upstreams
     bad_env_key, bad_kr_key = new_key("badenv"), new_key("badkr")
     suffix = secrets.token_hex(3)
     krp, badkr = f"krp{suffix}", f"badkr{suffix}"
     config = f"""
 log_level = "DEBUG"
+streaming = "{streaming}"
 default_model = "envp-echo"
 [providers.envp]
 base_url = "{env_up.base_url}"
