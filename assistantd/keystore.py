@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 from typing import Any
 
@@ -19,6 +20,7 @@ from assistantd.threads import off_loop
 SERVICE = "assistantd"
 TIMEOUT_S = 5.0
 _seen: set[str] = set()
+_chosen: Any = None  # the keyring backend found by _linux_secret_service, once found
 
 
 def remember(key: str) -> None:
@@ -61,12 +63,39 @@ def _backend() -> Any:
     import keyring
     from keyring.backends import fail
 
-    kr = keyring.get_keyring()
+    global _chosen
+    if _chosen is None and sys.platform.startswith("linux"):
+        _chosen = _linux_secret_service()
+    kr = _chosen or keyring.get_keyring()
     if isinstance(kr, fail.Keyring):
         raise KeyringUnavailable(
             "no OS keyring is available (on Linux: a Secret Service such as gnome-keyring "
             "in a D-Bus session)"
         )
+    return kr
+
+
+def _linux_secret_service() -> Any:
+    """On Linux, when the user has not chosen a backend (``PYTHON_KEYRING_BACKEND``,
+    ``keyringrc.cfg``): the Secret Service, if one answers. That is what keyring's own
+    search picks among the backends this package installs (KWallet's and libsecret's
+    need dbus-python and PyGObject, which it does not), found without the search: that
+    imports every backend, the macOS one running ``ldconfig``, and cost a cold daemon's
+    first answer 70-110 ms. None: no Secret Service, so the search decides (and says
+    what is missing)."""
+    from keyring import core
+
+    if (kr := core.load_env() or core.load_config()) is not None:
+        core.set_keyring(kr)
+        return kr
+    from keyring.backends import SecretService
+
+    try:
+        SecretService.Keyring.priority  # noqa: B018  (raises when no Secret Service answers)
+    except RuntimeError:
+        return None
+    kr = SecretService.Keyring()  # type: ignore[no-untyped-call]
+    core.set_keyring(kr)
     return kr
 
 

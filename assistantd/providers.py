@@ -261,6 +261,7 @@ class Providers:
         self._clients: dict[str, Connection] = {}
         self._https: dict[Network, httpx2.AsyncClient] = {}
         self._keys: dict[str, tuple[str | None, str]] = {}
+        self._key_locks: dict[str, asyncio.Lock] = {}
         self._base_url_hook = base_url_hook
         self.keyring_error: str | None = None
         self.window_hints: dict[tuple[str, str], int] = {}
@@ -331,6 +332,14 @@ class Providers:
         """(key, source): keyring first, then the env var; source is keyring/env/none."""
         if p.name in self._keys:
             return self._keys[p.name]
+        # One lookup at a time per provider: a request and the start-up's prepare asking
+        # together share one keyring call (the cold path's slowest step).
+        async with self._key_locks.setdefault(p.name, asyncio.Lock()):
+            if p.name in self._keys:
+                return self._keys[p.name]
+            return await self._look_up(p)
+
+    async def _look_up(self, p: Provider) -> tuple[str | None, str]:
         found: tuple[str | None, str] = (None, "none")
         try:
             value = await keystore.get_key(p.name)
@@ -402,23 +411,20 @@ class Providers:
         """``p``'s key and HTTP client (no SDK needed). The key (a keyring call) and the
         client (httpx2's import, a TLS context: 80-160 ms on a cold daemon) are made at
         the same time, each once: a client per network setting, a key per provider."""
-        try:
-            async with asyncio.TaskGroup() as tg:
-                keyed = tg.create_task(self._key_or_none(p))
-                made = tg.create_task(self._http(Network() if p.managed else self.network, p))
-        except ExceptionGroup as group:  # the first failure, as a request would have met it
-            raise group.exceptions[0] from None
-        key, http = keyed.result(), made.result()
-        base_url = p.base_url
-        if p.managed and self._base_url_hook:
-            base_url = await self._base_url_hook(p)
-            key = self.local_keys.get(p.name, key)  # the random key it was started with
-        ident = (
-            base_url,
-            key,
-            p.timeout_s,
-            (Network() if p.managed else self.network).connect_timeout_s,
-        )
+        net = Network() if p.managed else self.network
+        if p.managed:  # its key is the random one it was started with: no keyring call
+            http = await self._http(net, p)
+            base_url = await self._base_url_hook(p) if self._base_url_hook else p.base_url
+            key = self.local_keys.get(p.name, "no-key")
+        else:
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    keyed = tg.create_task(self._key_or_none(p))
+                    made = tg.create_task(self._http(net, p))
+            except ExceptionGroup as group:  # the first failure, as a request would meet it
+                raise group.exceptions[0] from None
+            key, http, base_url = keyed.result(), made.result(), p.base_url
+        ident = (base_url, key, p.timeout_s, net.connect_timeout_s)
         cached = self._clients.get(p.name)
         if cached is None or cached.ident != ident or cached.http is not http:
             cached = self._clients[p.name] = Connection(ident, http)
