@@ -97,7 +97,7 @@ def start_daemon(path: str | Path, timeout: float = 15.0) -> None:
             if "another assistantd" in err:
                 continue  # a concurrent start won the race; wait for it to answer
             raise DaemonUnavailable(f"the daemon exited at start ({proc.returncode}): {err[-300:]}")
-        time.sleep(0.02)
+        time.sleep(0.005)  # a refused connect costs microseconds; the first answer waits on it
     raise DaemonUnavailable(f"the daemon did not answer on {path} within {timeout:g} s")
 
 
