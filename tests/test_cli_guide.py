@@ -4,6 +4,7 @@ while a local model starts, and `assistantctl doctor`."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ def test_doctor_shows_the_setup_at_a_glance(make_daemon: Any, upstream: Upstream
     assert "openai (env …WXYZ)" in text and key not in text
     assert "lmstudio stopped (probed)" in text
     assert "default:  fake-echo (default_model in the config)" in text
+    assert re.search(r"sdk:      openai SDK (not loaded|importing|ready); answers stream via", text)
     report = json.loads(ctl(d, "doctor", "--json").stdout)
     assert report["status"]["default_model_source"] == "config"
     assert report["config_exists"] is True and key not in json.dumps(report)
