@@ -243,13 +243,13 @@ def test_short_prefixes_find_what_longer_ones_do_newest_first(daemon: Daemon) ->
     bread = send(daemon, "[[reply:noted]] bread rolls")["conversation_id"]
     eclair = send(daemon, "[[reply:noted]] Éclair recipe")["conversation_id"]
     soup = send(daemon, "[[reply:noted]] lentil soup")["conversation_id"]
-    send(daemon, "[[reply:noted]] apricot glaze", apple)  # apple's newest match for "a"
     avocado = send(daemon, "[[reply:noted]] avocado on toast")["conversation_id"]
-    assert _ids(daemon, "a") == _ids(daemon, "A") == [avocado, apple]
+    send(daemon, "[[reply:noted]] apricot glaze", apple)  # now apple's match is the newest
+    assert _ids(daemon, "a") == _ids(daemon, "A") == [apple, avocado]
     assert _ids(daemon, "ap") == _ids(daemon, "apr") == _ids(daemon, "apri") == [apple]
     assert _ids(daemon, "e") == _ids(daemon, "é") == _ids(daemon, "ecla") == [eclair]
     # "reply" is in every user message: each conversation by its latest one
-    assert _ids(daemon, "r") == [avocado, apple, soup, eclair, bread]
+    assert _ids(daemon, "r") == [apple, avocado, soup, eclair, bread]
     assert _ids(daemon, "bread r") == [bread]  # the other words whole, in the same text
     assert _ids(daemon, "x") == []
 
