@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     json_out = Path(args.json).resolve()
     md_out = Path(args.markdown).resolve() if args.markdown else None
     started = time.monotonic()
-    load_before = os.getloadavg()
+    load_before = os.getloadavg()  # other work on the machine, before pip adds its own
     inst, install_info = install(args.editable)  # before isolate(): pip keeps its cache
     base = Path(tempfile.mkdtemp(prefix="adb-", dir="/tmp"))
     env = isolate(base)
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     command = (
         "python bench/run.py" + (" --quick" if q else "") + (" --editable" if args.editable else "")
     )
-    print()
+    print(f"\n{measured(install_info)}\n")
     print_table(rows)
     summary = issue_13(rows)
     if summary:
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{info['nproc']} cores, {info['memory_gib']} GiB, Python {info['python']}; "
         f"{elapsed:.0f} s in all; load average {load_before[0]:.1f} before, "
-        f"{info['loadavg'][0]:.1f} after\n{measured(install_info)}"
+        f"{info['loadavg'][0]:.1f} after"
     )
     out = json_out
     out.parent.mkdir(parents=True, exist_ok=True)
