@@ -115,6 +115,7 @@ class Daemon:
         self.config_path = config_path
         self.data_dir = data_dir
         self.config_error: str | None = None
+        self.failure: StoreError | None = None  # why the daemon stopped on its own, if it did
         self._config_stamp: tuple[int, int, int] | None = None  # the file last read
         self._hup = asyncio.Event()  # SIGHUP: reload
         self.config = self._read_config() or config.Config()
@@ -293,7 +294,7 @@ class Daemon:
             cleanup.callback(log.info, "assistantd stopped")
             if self.config.streaming == "sdk":  # every answer waits for it: start at once
                 self.providers.warm()
-            await self.store.aopen()
+            migrated = await self.store.aopen()
             cleanup.push_async_callback(self.store.aclose)  # queued writes (the ledger) run
             cleanup.push_async_callback(self.providers.close)
             cleanup.push_async_callback(self.local.stop_all)
@@ -324,11 +325,23 @@ class Daemon:
                 reaper = tg.create_task(self.local.run())
                 warmer = tg.create_task(self.warm())
                 hup = tg.create_task(self._reload_on_hup())
+                store = tg.create_task(self._store_upgraded(migrated))
                 await self.stopping.wait()
+                store.cancel()
                 watcher.cancel()
                 reaper.cancel()
                 hup.cancel()
                 warmer.cancel()  # a thread still importing is abandoned, not waited for
+
+    async def _store_upgraded(self, migrated: asyncio.Future[None]) -> None:
+        """Wait for the store's migrations; one that fails stops the daemon (exit 1): the
+        file stays at the version before it, untouched by the failed step."""
+        try:
+            await migrated
+        except Exception as e:
+            self.failure = StoreError(f"cannot upgrade {self.store.path}: {e}")
+            log.error("%s", self.failure)
+            self.stopping.set()
 
     async def _reload_on_hup(self) -> None:
         """SIGHUP reloads the config: the signal handler only sets an event (it cannot
@@ -447,6 +460,8 @@ def main(argv: list[str] | None = None) -> None:
         daemon = Daemon(socket_path, config_path, dirs.data)
         daemon.store.lock()  # one daemon per database, whatever its socket
         asyncio.run(daemon.run(listener))
+        if daemon.failure is not None:
+            raise daemon.failure
     except StoreError as e:  # the data folder is taken, or its schema is too new
         print(f"assistantd: {e}", file=sys.stderr)
         sys.exit(1)

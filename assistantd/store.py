@@ -195,6 +195,10 @@ class Store:
     def open(self) -> None:
         """Open the database and bring its schema up to date; a schema newer than this
         code knows is refused (``SchemaTooNew``), not used."""
+        self.migrate(self.connect())
+
+    def connect(self) -> int:
+        """Open the database and check its schema version (returned); no migration yet."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         os.close(fd)
@@ -211,6 +215,12 @@ class Store:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=5000")
+        self._db = db
+        return int(version)
+
+    def migrate(self, version: int) -> None:
+        """Bring the schema from ``version`` up to date, one transaction per step."""
+        db = self.db
         for n, script in enumerate(MIGRATIONS[version:], version + 1):
             if version:  # a new file's schema is not news (and takes no time)
                 log.info("updating %s to schema version %d", self.path, n)
@@ -218,15 +228,20 @@ class Store:
             db.executescript(f"BEGIN; {script}; PRAGMA user_version={n}; COMMIT;")
             if version:
                 log.info("schema version %d in %.1f s", n, time.monotonic() - t0)
-        self._db = db
 
     def submit(self, func: Callable[..., Any], *args: Any) -> None:
         """Queue a write without waiting for it (ordered; run before ``close`` closes);
         a failure is logged."""
         self._pool.submit(func, *args).add_done_callback(_log_failure)
 
-    async def aopen(self) -> None:
-        await self.run(self.open)
+    async def aopen(self) -> asyncio.Future[None]:
+        """Open the database and check its schema now; its migrations run next on the
+        store's thread, and the future returned settles when they are done. Every store
+        call queues behind them (one thread, in order), so a daemon can answer
+        ``daemon/status`` while an older store is upgraded (about a minute at a million
+        messages) rather than refuse every connection meanwhile."""
+        version = await self.run(self.connect)
+        return asyncio.wrap_future(self._pool.submit(self.migrate, version))
 
     def _close_db(self) -> None:
         if self._db is not None:

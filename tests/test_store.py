@@ -316,6 +316,49 @@ def test_search_migration_keeps_every_row_and_indexes_prefixes(make_daemon: Any)
         assert cid in _ids(d, title.split()[-1])
 
 
+def test_status_answers_while_an_older_store_is_upgraded(make_daemon: Any) -> None:
+    """A daemon that opens an older store answers daemon/status while the store's
+    migration still runs (the file is still at the old version then), and a search asked
+    meanwhile waits for the migration and finds what it should."""
+    from assistantd.store import MIGRATIONS
+
+    path = db_path()
+    path.parent.mkdir(parents=True)
+    db = sqlite3.connect(path, isolation_level=None)
+    for n, script in enumerate(MIGRATIONS[:3], 1):
+        db.executescript(f"BEGIN; {script}; PRAGMA user_version={n}; COMMIT;")
+    db.execute("BEGIN")
+    db.execute(
+        "INSERT INTO conversations(id, title, created_at, updated_at)"
+        " VALUES ('old', 'zebra crossing', '2024-01-01T00:00:00Z', '2024-01-01T00:00:00Z')"
+    )
+    words = " ".join(f"w{i}" for i in range(40))
+    db.executemany(  # enough rows that rebuilding the index takes seconds
+        "INSERT INTO search(conversation_id, text) VALUES ('old', ?)",
+        ((f"{words} {i}",) for i in range(150_000)),
+    )
+    db.execute("INSERT INTO search(conversation_id, text) VALUES ('old', 'zebra crossing')")
+    db.execute("COMMIT")
+    db.close()
+
+    d: Daemon = make_daemon("", wait=False)
+    status = None
+    while status is None:
+        assert d.proc.poll() is None, d.stderr()
+        try:
+            status = d.call("daemon/status")
+        except Exception:
+            time.sleep(0.01)
+    reader = sqlite3.connect(path)
+    try:  # the migration's transaction is not committed yet: the old version shows
+        assert reader.execute("PRAGMA user_version").fetchone()[0] == 3
+    finally:
+        reader.close()
+    assert status["pid"] == d.proc.pid
+    assert _ids(d, "z") == ["old"]  # waits for the migration, then uses the prefix index
+    assert "schema version 4" in d.stderr()
+
+
 # -- the list cursor ------------------------------------------------------------------------
 
 
