@@ -171,6 +171,10 @@ ISSUE_13 = (
     ("500 chunks via daemon: chunks/s", ""),
     ("100 streams: p50 first token", ""),
     ("search 'common'", "< 50 ms"),
+    ("search '1 letter'", "< 50 ms"),
+    ("search '2 letters'", "< 50 ms"),
+    ("search '3 letters'", "< 50 ms"),
+    ("search '4 letters'", "< 50 ms"),
     ("offset 50,000", ""),
     ("by cursor", "< 5 ms"),
 )
