@@ -72,7 +72,7 @@ from assistantd.usage import Ledger, ReportParams, ReportResult, Reports
 log = logging.getLogger("assistantd")
 
 FALLBACK_MODEL = "gpt-4.1"
-# The SDK's background import waits for a quiet moment (streaming = "auto"), or this long.
+# The SDK's background import waits for a quiet moment, or this long at most.
 SDK_IDLE_S = 0.25
 SDK_LATEST_S = 5.0
 
@@ -354,14 +354,13 @@ class Daemon:
     async def warm(self) -> None:
         """Have the default provider's connection made, then the SDK imported and its
         client built, before requests ask for them; nothing waits for this but requests
-        that need the SDK. The import (0.3-1.4 s of the GIL) starts once no request has
-        been in flight for ``SDK_IDLE_S``: the first answer of a cold daemon goes out in
-        plain HTTP meanwhile (``streaming = "auto"``) and is not slowed by it."""
+        that need the SDK (answers not streamed, model lists, or all with ``streaming =
+        "sdk"``, which starts the import at once). The import (0.3-1.4 s of the GIL)
+        starts once no request has been in flight for ``SDK_IDLE_S``, so a cold daemon's
+        first answer, in plain HTTP, is not slowed by it."""
         try:
             default = self.providers.route(self.default_model())
             await self.providers.prepare(default)
-            if self.config.streaming == "http":
-                return
             await self._idle(SDK_IDLE_S)
             await self.providers.sdk()
             await self.providers.prepare(default)

@@ -390,10 +390,8 @@ class Providers:
         return self.sdk_state == "ready"
 
     def stream_via_sdk(self) -> bool:
-        """Whether a streamed completion goes through the SDK now (``streaming`` in the
-        config): ``auto`` uses it once its background import is done, plain HTTP before."""
-        mode = self.config.streaming
-        return mode == "sdk" or (mode == "auto" and self.sdk_ready)
+        """Whether a streamed completion goes through the SDK (``streaming`` in the config)."""
+        return self.config.streaming == "sdk"
 
     async def prepare(self, p: Provider) -> None:
         """Build ``p``'s connection (its key read, its HTTP client and TLS context made:
@@ -498,10 +496,10 @@ class Providers:
         token; maps every failure to the contract's errors; on cancel, closes the
         upstream stream at once (so the provider stops generating) and re-raises.
 
-        A streamed completion goes through the SDK, or, while the SDK is still being
-        imported (``streaming = "auto"``: the first answer of a cold daemon), as the same
-        request in plain HTTP on the same client: the SDK's import takes longer than a
-        whole cold answer may. Everything after the request is shared."""
+        A streamed completion is sent in plain HTTP on the provider's client, as the SDK
+        would send it (``streaming = "http"``, the default), or through the SDK
+        (``"sdk"``); one not streamed goes through the SDK. Everything after the request
+        (reading, retries, errors) is shared."""
         conn = await self.connection(p)
         sdk = await self.client(p) if not stream or self.stream_via_sdk() else None
         kwargs: dict[str, Any] = {"model": model, "messages": messages}

@@ -80,7 +80,7 @@ def fake_provider_config(
     name: str = "fake",
     needs_key: bool = False,
     extra: str = "",
-    streaming: str = "auto",
+    streaming: str = "http",
 ) -> str:
     return f"""
 default_model = "fake-echo"

@@ -605,6 +605,8 @@ def test_helper_refuses_a_socket_served_by_another_user(tmp_path: Path) -> None:
     finally:
         listener.kill()
         listener.wait(10)
+        if listener.stdout is not None:
+            listener.stdout.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 

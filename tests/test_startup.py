@@ -33,11 +33,12 @@ def test_a_cold_daemons_first_answer_does_not_wait_for_the_sdk(
     """A chat/send that starts the daemon (socket activation: the request is queued before
     the process exists) is answered in plain HTTP, without the openai SDK; the SDK is then
     imported on a thread of its own once the daemon is quiet, daemon/status answering at
-    once meanwhile, and later answers go through it (``streaming = "auto"``)."""
+    once meanwhile; streamed answers stay plain HTTP (``streaming = "http"``, the
+    default) and one not streamed goes through the SDK."""
     assert shutil.which("systemd-socket-activate"), "systemd-socket-activate must be installed"
     config = Path(os.environ["XDG_CONFIG_HOME"]) / "assistantd" / "config.toml"
     config.parent.mkdir(parents=True)
-    config.write_text(fake_provider_config(upstream))  # streaming: auto, the default
+    config.write_text(fake_provider_config(upstream).replace('streaming = "http"\n', ""))
     folder = Path(os.environ["XDG_RUNTIME_DIR"]) / "assistantd"
     folder.mkdir(mode=0o700)  # as the socket unit makes it
     sock_path = folder / "assistantd.sock"
@@ -66,7 +67,7 @@ def test_a_cold_daemons_first_answer_does_not_wait_for_the_sdk(
             status = probe.response(2)["result"]
             if status["sdk"] == "importing":
                 waits.append(time.monotonic() - t0)
-            return bool(status["sdk"] == "ready" and status["streaming_via"] == "sdk")
+            return bool(status["sdk"] == "ready" and status["streaming_via"] == "http")
 
         until(sdk_ready, timeout=60, what="the SDK imported")
         found = re.search(
@@ -77,6 +78,9 @@ def test_a_cold_daemons_first_answer_does_not_wait_for_the_sdk(
         assert all(w < max(0.25, int(found.group(1)) / 2000) for w in waits), waits
         chat.send(req(3, "chat/send", {"message": "second"}))
         assert chat.response(3)["result"]["text"] == "You said: second"
+        assert upstream.requests[-1]["headers"]["user-agent"].startswith("assistantd/")
+        chat.send(req(4, "chat/send", {"message": "whole", "stream": False}))
+        assert chat.response(4)["result"]["text"] == "You said: whole"
         assert upstream.requests[-1]["headers"]["user-agent"].startswith("AsyncOpenAI/Python")
     finally:
         proc.terminate()
