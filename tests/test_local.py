@@ -30,7 +30,7 @@ from assistantd.llama import free_port
 from assistantd.prompt import TEMPLATE_TOKENS
 from tests import llama_env
 from tests.conftest import ROOT, Daemon
-from tests.rawsock import Raw, req
+from tests.rawsock import Raw, req, until
 from tests.upstream import Upstream
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank. "
@@ -289,7 +289,8 @@ def test_idle_server_is_stopped(make_daemon: Any, gguf: Path) -> None:
     pid = d.call("local/start", {"name": "gemma"})["pid"]
     assert llama_env.pid_alive(pid)
     assert llama_env.wait_gone(pid, 10)
-    assert entry(d, "gemma")["state"] == "stopped"
+    # The state changes once the daemon has seen the exit, a moment after the pid is gone.
+    until(lambda: entry(d, "gemma")["state"] == "stopped", what="the stopped state")
     assert d.call("local/start", {"name": "gemma"})["state"] == "ready"
 
 
