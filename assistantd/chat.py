@@ -449,22 +449,21 @@ class Chat:
         blobs = [a.data for a in loaded or [] if a.data is not None]
         if blobs and not stored:
             await off_loop(lambda: [self.blobs.put(b) for b in blobs], "blobs-put")
-        if cid is None:
-            cid = await self.store.run(
-                lambda: self.store.create_conversation(
-                    title=title_from(params.message),
-                    model=turn.model,
-                    provider=turn.provider.name,
-                    system=params.system,
-                    role=params.role,
-                )
+        context = [a.stored() for a in loaded or []] or None
+
+        def write() -> str:  # one trip to the store's thread, not two: a first token sooner
+            new = cid or self.store.create_conversation(
+                title=title_from(params.message),
+                model=turn.model,
+                provider=turn.provider.name,
+                system=params.system,
+                role=params.role,
             )
-        if not stored:
-            context = [a.stored() for a in loaded or []] or None
-            await self.store.run(
-                lambda: self.store.add_message(cid, "user", params.message, context=context)
-            )
-        return cid
+            if not stored:
+                self.store.add_message(new, "user", params.message, context=context)
+            return new
+
+        return await self.store.run(write)
 
     async def _compact(
         self,
