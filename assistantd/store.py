@@ -239,9 +239,13 @@ class Store:
         store's thread, and the future returned settles when they are done. Every store
         call queues behind them (one thread, in order), so a daemon can answer
         ``daemon/status`` while an older store is upgraded (about a minute at a million
-        messages) rather than refuse every connection meanwhile."""
+        messages) rather than refuse every connection meanwhile. A new file's schema is
+        made before this returns."""
         version = await self.run(self.connect)
-        return asyncio.wrap_future(self._pool.submit(self.migrate, version))
+        migrating = asyncio.wrap_future(self._pool.submit(self.migrate, version))
+        if version == 0:  # a new file: its tables take milliseconds, made before serving
+            await migrating
+        return migrating
 
     def _close_db(self) -> None:
         if self._db is not None:
