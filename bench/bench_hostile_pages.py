@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from assistantd.client import RpcError  # noqa: E402
+from bench.procs import fresh_xdg  # noqa: E402
 from tests.conftest import Daemon, fake_provider_config  # noqa: E402
 from tests.pages import Pages, bomb  # noqa: E402
 from tests.upstream import Upstream  # noqa: E402
@@ -37,17 +37,7 @@ EXTRA = '[models."fake-4k"]\ncontext_window = 4096\n[summarize]\n'
 
 
 def fresh_dirs() -> None:
-    base = Path(tempfile.mkdtemp(prefix="bench-hostile-"))
-    run = Path(tempfile.mkdtemp(prefix="bh-", dir="/tmp"))
-    run.chmod(0o700)
-    os.environ["XDG_RUNTIME_DIR"] = str(run)
-    for var, sub in (
-        ("XDG_DATA_HOME", "data"),
-        ("XDG_CONFIG_HOME", "config"),
-        ("XDG_CACHE_HOME", "cache"),
-        ("XDG_STATE_HOME", "state"),
-    ):
-        os.environ[var] = str(base / sub)
+    fresh_xdg("bh-")
 
 
 def peak_mb(pid: int) -> float:

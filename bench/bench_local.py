@@ -17,7 +17,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -109,20 +108,10 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     args = ap.parse_args()
 
-    base = Path(tempfile.mkdtemp(prefix="bench-local-"))
-    runtime = Path(tempfile.mkdtemp(prefix="bl-", dir="/tmp"))
-    runtime.chmod(0o700)
-    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
-    for var, sub in (
-        ("XDG_CONFIG_HOME", "config"),
-        ("XDG_DATA_HOME", "data"),
-        ("XDG_CACHE_HOME", "cache"),
-        ("XDG_STATE_HOME", "state"),
-    ):
-        os.environ[var] = str(base / sub)
-    for var in ("ASSISTANTD_SOCKET", "ASSISTANTD_CONFIG"):
-        os.environ.pop(var, None)
+    from bench.procs import fresh_xdg
     from tests import llama_env
+
+    fresh_xdg("bl-")
     from tests.conftest import Daemon
 
     d = Daemon("", env={"PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring"})

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from assistantd.client import RpcError  # noqa: E402
+from bench.procs import fresh_xdg  # noqa: E402
 from tests.conftest import Daemon, fake_provider_config  # noqa: E402
 from tests.pages import Pages  # noqa: E402
 from tests.upstream import Conn, Upstream, count_prompt_tokens  # noqa: E402
@@ -65,17 +64,7 @@ class SlowUpstream(Upstream):
 
 
 def fresh_dirs() -> None:
-    base = Path(tempfile.mkdtemp(prefix="bench-sum-"))
-    run = Path(tempfile.mkdtemp(prefix="bs-", dir="/tmp"))
-    run.chmod(0o700)
-    os.environ["XDG_RUNTIME_DIR"] = str(run)
-    for var, sub in (
-        ("XDG_DATA_HOME", "data"),
-        ("XDG_CONFIG_HOME", "config"),
-        ("XDG_CACHE_HOME", "cache"),
-        ("XDG_STATE_HOME", "state"),
-    ):
-        os.environ[var] = str(base / sub)
+    fresh_xdg("bs-")
 
 
 def one_run(up: Upstream, pages: Pages, concurrency: int | None) -> dict[str, Any]:

@@ -21,6 +21,26 @@ from typing import IO, Any
 
 from assistantd.client import Client
 
+
+def fresh_xdg(prefix: str) -> Path:
+    """Point this process (and its children) at fresh XDG folders, all 0700, in one new
+    folder under /tmp (short, for the socket's path), and forget any socket or config this
+    shell names: nothing a benchmark runs touches the user's own daemon. Returns it."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    for var, sub in (
+        ("XDG_DATA_HOME", "data"),
+        ("XDG_CONFIG_HOME", "config"),
+        ("XDG_CACHE_HOME", "cache"),
+        ("XDG_STATE_HOME", "state"),
+        ("XDG_RUNTIME_DIR", "run"),
+    ):
+        (base / sub).mkdir(mode=0o700)
+        os.environ[var] = str(base / sub)
+    for var in ("ASSISTANTD_SOCKET", "ASSISTANTD_CONFIG"):
+        os.environ.pop(var, None)
+    return base
+
+
 PY = sys.executable  # the bench's own interpreter: the harness (upstream, in-process clients)
 INSTALL_VENV = Path.home() / ".cache" / "assistantd" / "bench-install-venv"
 

@@ -39,23 +39,16 @@ from procs import DEV, PY, DaemonProc, Install, Row, UpstreamProc, median, run_t
 KEY_VARS = ("OPENAI_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY", "XAI_API_KEY", "PLAMO_API_KEY")
 
 
-def isolate(base: Path) -> dict[str, str]:
-    """Point this process (and its children) at fresh XDG folders under ``base``."""
-    for var, sub in (
-        ("XDG_DATA_HOME", "data"),
-        ("XDG_CONFIG_HOME", "config"),
-        ("XDG_CACHE_HOME", "cache"),
-        ("XDG_STATE_HOME", "state"),
-        ("XDG_RUNTIME_DIR", "run"),
-    ):
-        (base / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.environ[var] = str(base / sub)
-    for var in ("ASSISTANTD_SOCKET", "ASSISTANTD_CONFIG", "LISTEN_FDS", "LISTEN_PID", *KEY_VARS):
+def isolate() -> tuple[Path, dict[str, str]]:
+    """Point this process (and its children) at fresh XDG folders (``procs.fresh_xdg``),
+    with no provider key, socket activation or Python setting of this shell's."""
+    base = procs.fresh_xdg("adb-")
+    for var in ("LISTEN_FDS", "LISTEN_PID", *KEY_VARS):
         os.environ.pop(var, None)
     # A user's Python reads and writes bytecode caches and finds assistantd where pip put it.
     for var in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "PYTHONPYCACHEPREFIX"):
         os.environ.pop(var, None)
-    return dict(os.environ)
+    return base, dict(os.environ)
 
 
 def install(no_install: bool) -> tuple[Install, dict[str, Any]]:
@@ -256,8 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     load_before = os.getloadavg()  # other work on the machine, before pip adds its own
     inst, install_info = install(args.editable)  # before isolate(): pip keeps its cache
-    base = Path(tempfile.mkdtemp(prefix="adb-", dir="/tmp"))
-    env = isolate(base)
+    base, env = isolate()
     cwd = Path.cwd()
     os.chdir(base)  # cold processes start outside the tree, whose assistantd/ `-m` would find
     rows: list[Row] = []

@@ -356,7 +356,6 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import shutil
     import sys
-    import tempfile
 
     root = Path(__file__).resolve().parent.parent
     sys.path[:0] = [str(root), str(root / "bench")]
@@ -373,8 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also time migration 4 on a copy of the store taken back to schema version 3",
     )
     args = ap.parse_args(argv)
-    base = Path(tempfile.mkdtemp(prefix="adb-", dir="/tmp"))
-    env = run.isolate(base)
+    base, env = run.isolate()
     rows: list[Row] = []
     up = UpstreamProc(root, env)
     try:
