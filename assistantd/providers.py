@@ -1,6 +1,7 @@
 """OpenAI-compatible providers: presets merged with the config, routing by model name,
-keys (keyring, then env var), one warm ``AsyncOpenAI`` client per provider, and one
-completion call with retries before the first token and errors mapped to the contract.
+keys (keyring, then env var), one warm connection per provider (its HTTP client, and the
+SDK's client on it once imported), and one completion call, sent in plain HTTP or through
+the SDK, with retries before the first token and errors mapped to the contract.
 """
 
 from __future__ import annotations
@@ -208,8 +209,8 @@ def not_running(kind: str, base_url: str) -> str:
     return f"{KIND_NAMES.get(kind, kind)} is not running on {where}"
 
 
-# What the first streamed chat request and a model list import lazily beyond ``openai``
-# itself (measured with openai 3.57: 80 modules, 70 ms on the loop); missing ones are skipped.
+# What the first request through the SDK (an answer not streamed, a model list) imports
+# lazily beyond ``openai`` itself (openai 3.57: 80 modules, 70 ms); missing ones skipped.
 SDK_MODULES = (
     "openai",
     "openai.resources.chat.chat",
@@ -414,6 +415,8 @@ class Providers:
             http = await self._http(net, p)
             base_url = await self._base_url_hook(p) if self._base_url_hook else p.base_url
             key = self.local_keys.get(p.name, "no-key")
+        elif net in self._https:  # the usual request: the client is made, the key cached
+            http, key, base_url = self._https[net], await self._key_or_none(p), p.base_url
         else:
             try:
                 async with asyncio.TaskGroup() as tg:
