@@ -20,7 +20,7 @@ from assistantd.threads import off_loop
 SERVICE = "assistantd"
 TIMEOUT_S = 5.0
 _seen: set[str] = set()
-_chosen: Any = None  # the keyring backend found by _linux_secret_service, once found
+_chosen: Any = None  # the backend _linux_secret_service found (False: none), once asked
 
 
 def remember(key: str) -> None:
@@ -65,7 +65,7 @@ def _backend() -> Any:
 
     global _chosen
     if _chosen is None and sys.platform.startswith("linux"):
-        _chosen = _linux_secret_service()
+        _chosen = _linux_secret_service() or False  # False: none answered, not asked again
     kr = _chosen or keyring.get_keyring()
     if isinstance(kr, fail.Keyring):
         raise KeyringUnavailable(
