@@ -816,8 +816,8 @@ def command_of(argv: list[str]) -> str | None:
     return None
 
 
-def parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The whole command line; with ``only="chat"``, the top level and ``chat`` alone (the
+def parser(chat_only: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; with ``chat_only``, the top level and ``chat`` alone (the
     same parse for a chat line, without building the other subcommands: 3 ms of a
     first answer that takes 35)."""
     common = Parser(add_help=False)
@@ -864,7 +864,7 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
         "--schema", metavar="FILE|JSON", help="answer as JSON under this JSON Schema; print it only"
     )
     c.set_defaults(func=cmd_chat)
-    if only == "chat":
+    if chat_only:
         return p
 
     s = sub.add_parser("summarize", parents=[common], help="summarize a web page, or stdin with -")
@@ -938,7 +938,7 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    args = parser("chat" if command_of(argv) == "chat" else None).parse_args(argv)
+    args = parser(chat_only=command_of(argv) == "chat").parse_args(argv)
     args.json = getattr(args, "json", False)
     args.raw = getattr(args, "raw", False)
     if not args.raw:

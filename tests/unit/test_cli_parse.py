@@ -22,7 +22,7 @@ CHAT_LINES = [
 def test_a_chat_line_parses_alike(argv: list[str]) -> None:
     """Each chat line gives the same namespace from the chat-only parser as from the whole."""
     assert command_of(argv) == "chat"
-    assert vars(parser("chat").parse_args(argv)) == vars(parser().parse_args(argv))
+    assert vars(parser(chat_only=True).parse_args(argv)) == vars(parser().parse_args(argv))
 
 
 @pytest.mark.parametrize(
@@ -45,4 +45,4 @@ def test_the_chat_only_parser_refuses_other_commands() -> None:
     """Built for chat alone, the parser knows no other subcommand (so main never uses it
     for one)."""
     with pytest.raises(SystemExit):
-        parser("chat").parse_args(["doctor"])
+        parser(chat_only=True).parse_args(["doctor"])
