@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx2
 import pytest
 
-from assistantd import errors, providers
+from assistantd import errors, keystore, providers
 from assistantd.config import Config
 
 KEY = "sk-unit-test-0123456789"
@@ -19,10 +19,17 @@ Handler = Callable[[httpx2.Request], httpx2.Response]
 
 
 @pytest.fixture(autouse=True)
-def _env_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def _env_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # No OS keyring in a unit test: keyring's own "fail" backend, so the env var is the key.
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
     monkeypatch.setenv("UNIT_FAKE_KEY", KEY)
+    yield
+    # The backend chosen here is remembered process-wide (by keyring and by keystore):
+    # forget it, so tests run after these in this process find the real Secret Service.
+    from keyring import core
+
+    core._keyring_backend = None
+    keystore._chosen = None
 
 
 def sse(*events: dict[str, Any] | str) -> httpx2.Response:
