@@ -6,17 +6,16 @@ import asyncio
 import time
 from typing import Any
 
-from pydantic import BaseModel
-
 from assistantd import errors
 from assistantd.local import LocalServers
+from assistantd.models import Model
 from assistantd.providers import Providers
 from assistantd.rpc import NoParams, Params, RequestContext, Result
 
 MODELS_TTL_S = 60.0
 
 
-class ProviderInfo(BaseModel):
+class ProviderInfo(Model):
     name: str
     base_url: str
     kind: str
@@ -38,12 +37,12 @@ class ModelsParams(Params):
     provider: str | None = None
 
 
-class ModelInfo(BaseModel):
+class ModelInfo(Model):
     id: str
     provider: str
 
 
-class ModelError(BaseModel):
+class ModelError(Model):
     provider: str
     code: int
     message: str

@@ -15,13 +15,14 @@ import re
 from pathlib import PurePath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from assistantd import attachments, compaction, errors, tokens
 from assistantd.attachments import Blobs, Loaded
 from assistantd.cancel import answer_cancelled, to_the_end
 from assistantd.compaction import needs_compaction, split_point, summary_system
 from assistantd.locks import ConversationLocks, Held
+from assistantd.models import Model
 from assistantd.providers import (
     Completion,
     ContextExceeded,
@@ -42,7 +43,7 @@ VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 MAX_VAR_CHARS = 4096
 
 
-class Attachment(BaseModel):
+class Attachment(Model):
     """One context item: exactly one of ``text``, ``path`` (read by the daemon) or
     ``data`` (base64). Its kind is sniffed from its bytes (docs/protocol.md)."""
 
@@ -66,19 +67,19 @@ class Attachment(BaseModel):
         return self
 
 
-class Usage(BaseModel):
+class Usage(Model):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     cached_tokens: int | None = None
 
 
-class TopLogprob(BaseModel):
+class TopLogprob(Model):
     token: str
     logprob: float
 
 
-class TokenLogprob(BaseModel):
+class TokenLogprob(Model):
     token: str
     logprob: float
     top_logprobs: list[TopLogprob] = []

@@ -6,17 +6,18 @@ import base64
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from assistantd import errors
 from assistantd.attachments import Blobs
 from assistantd.chat import Usage
+from assistantd.models import Model
 from assistantd.rpc import Params, RequestContext, Result
 from assistantd.store import BadCursor, Store
 from assistantd.threads import off_loop
 
 
-class ConversationSummary(BaseModel):
+class ConversationSummary(Model):
     id: str
     title: str
     model: str | None
@@ -55,7 +56,7 @@ class IdParams(Params):
     id: str
 
 
-class Message(BaseModel):
+class Message(Model):
     id: str
     role: str
     content: str

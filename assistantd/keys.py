@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from assistantd import errors, keystore
 from assistantd.local import LocalServers
+from assistantd.models import Model
 from assistantd.providers import Providers
 from assistantd.rpc import NoParams, Params, RequestContext, Result
 
@@ -29,7 +30,7 @@ class KeyDeleteResult(Result):
     deleted: bool
 
 
-class KeyInfo(BaseModel):
+class KeyInfo(Model):
     provider: str
     source: str
     env_var: str | None

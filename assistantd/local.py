@@ -28,10 +28,11 @@ from secrets import token_urlsafe
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from assistantd import errors, keystore, llama, paths
 from assistantd.config import Config, LocalConfig
+from assistantd.models import Model
 from assistantd.providers import Provider, Providers, not_running
 from assistantd.rpc import Params, RequestContext, Result
 from assistantd.threads import off_loop
@@ -44,7 +45,7 @@ KEYS_EVERY_S = 15.0  # how often the no-key default re-reads the keyring
 STOP_GRACE_S = 5.0
 
 
-class ServerEntry(BaseModel):
+class ServerEntry(Model):
     name: str
     kind: str
     base_url: str

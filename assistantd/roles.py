@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
-
 from assistantd import config, errors, llama, pricing
 from assistantd.config import Config, RoleConfig
+from assistantd.models import Model
 from assistantd.rpc import NoParams, RequestContext, Result
 
 BUILTIN: dict[str, RoleConfig] = {
@@ -101,7 +100,7 @@ def resolve(config: Config) -> dict[str, Role]:
     return out
 
 
-class RoleInfo(BaseModel):
+class RoleInfo(Model):
     name: str
     description: str | None
     source: Literal["builtin", "config"]

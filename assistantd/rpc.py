@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from assistantd import errors
 from assistantd.cancel import answer_cancelled
+from assistantd.models import Model
 
 log = logging.getLogger("assistantd.rpc")
 
@@ -27,13 +28,13 @@ P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
 
 
-class Params(BaseModel):
+class Params(Model):
     """Base of every method's params: unknown names are errors, as in the config."""
 
     model_config = ConfigDict(extra="forbid")
 
 
-class Result(BaseModel):
+class Result(Model):
     """Base of every method's result."""
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 import contextvars
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from assistantd import pricing
 from assistantd.config import Config
+from assistantd.models import Model
 from assistantd.providers import Provider
 from assistantd.rpc import Params, RequestContext, Result
 from assistantd.store import Store, now
@@ -69,7 +70,7 @@ class ReportParams(Params):
     group_by: GroupBy = "day"
 
 
-class UsageRow(BaseModel):
+class UsageRow(Model):
     key: str | None
     title: str | None = None
     requests: int
