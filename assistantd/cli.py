@@ -1,6 +1,8 @@
 """``assistantctl``: the command-line client. Standard library only on its way to the
-socket (argparse, json, socket), so it starts in tens of milliseconds: what only some
-commands need (``subprocess``, ``math``, ``readline``) is imported where it is used.
+socket, so it starts in tens of milliseconds: a plain chat line (``chat WORDS...``, no
+option) is read without argparse and sent with the C halves of json and socket
+(``client``); what other lines and commands need (argparse, ``json``, ``subprocess``,
+``math``, ``readline``) is imported where it is used.
 
 On a terminal, what the daemon sends (answers, page text, titles, stored messages,
 errors) is printed with its control characters replaced (``--raw``: the exact text)."""
@@ -8,8 +10,6 @@ errors) is printed with its control characters replaced (``--raw``: the exact te
 # ruff: noqa: PTH110  (os.path, not pathlib: pathlib would cost this client 15 ms)
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 
@@ -17,6 +17,7 @@ from assistantd.client import Client, DaemonUnavailable, RpcError, start_daemon
 
 TYPE_CHECKING = False  # typing costs an import that the socket path does without
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable
     from typing import Any, TextIO
 
@@ -65,6 +66,8 @@ def status_line(text: str) -> None:
 
 
 def dump_json(value: Any) -> None:
+    import json
+
     print(json.dumps(value, ensure_ascii=False, indent=2).translate(_JSON_ESCAPES))
 
 
@@ -148,6 +151,8 @@ def chat_once(
         dump_json(result)
         return dict(result)
     if a.schema is not None and result["finish_reason"] != "cancelled":
+        import json
+
         print(json.dumps(result["json"], ensure_ascii=False))  # one line, for jq
         return dict(result)
     if not streaming:
@@ -244,6 +249,8 @@ def load_schema(spec: str | None) -> Any:
     """``--schema``: inline JSON, or a file holding it."""
     if spec is None:
         return None
+    import json
+
     try:
         if spec.lstrip().startswith("{"):
             return json.loads(spec)
@@ -782,24 +789,31 @@ def _guide_no_key(ctl: Ctl, e: RpcError) -> None:
     print(f"  {hint}", file=sys.stderr)
 
 
-class Formatter(argparse.HelpFormatter):
-    """argparse's help layout, sized without ``shutil``: every ``add_argument`` makes a
-    formatter, and the default one imports ``shutil`` (3 ms) for the terminal's width."""
+if TYPE_CHECKING:
+    from argparse import Namespace
+else:
 
-    def __init__(self, prog: str) -> None:
-        try:
-            width = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size().columns
-        except (ValueError, OSError):
-            width = 80
-        super().__init__(prog, width=max(width, 40) - 2)
+    class Namespace:
+        """argparse's Namespace, for a plain chat line read without argparse."""
+
+        def __init__(self, **values):
+            self.__dict__.update(values)
 
 
-class Parser(argparse.ArgumentParser):
-    """An ArgumentParser with ``Formatter``; its subcommands' parsers are of this class too."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", Formatter)
-        super().__init__(*args, **kwargs)
+def quick_chat(argv: list[str]) -> Namespace | None:
+    """``chat WORDS...`` with no option (no word starting with ``-``): the namespace
+    argparse gives for it, made without importing argparse and ``re`` (a fifth of what
+    the commonest line cost this client before the daemon answered). None for any other
+    line: argparse reads it."""
+    if argv[:1] != ["chat"] or len(argv) < 2 or any(w.startswith("-") for w in argv):
+        return None
+    return Namespace(
+        **{"socket": None, "no_autostart": False, "command": "chat", "func": cmd_chat},
+        **dict.fromkeys(("model", "provider", "system", "role", "temperature"), None),
+        **dict.fromkeys(("conversation", "logprobs", "max_tokens", "attach", "type"), None),
+        **{"schema": None, "cont": False, "no_stream": False, "verbose": False},
+        message=argv[1:],
+    )
 
 
 def command_of(argv: list[str]) -> str | None:
@@ -820,6 +834,10 @@ def parser(chat_only: bool = False) -> argparse.ArgumentParser:
     """The whole command line; with ``chat_only``, the top level and ``chat`` alone (the
     same parse for a chat line, without building the other subcommands: 3 ms of a
     first answer that takes 35)."""
+    import argparse
+
+    from assistantd.cliformat import Parser
+
     common = Parser(add_help=False)
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print the result as JSON"
@@ -938,7 +956,7 @@ def parser(chat_only: bool = False) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    args = parser(chat_only=command_of(argv) == "chat").parse_args(argv)
+    args = quick_chat(argv) or parser(chat_only=command_of(argv) == "chat").parse_args(argv)
     args.json = getattr(args, "json", False)
     args.raw = getattr(args, "raw", False)
     if not args.raw:

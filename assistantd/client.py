@@ -8,10 +8,9 @@
 
 from __future__ import annotations
 
+import _socket  # the C half of socket: its Python wrapper imports enum and selectors
 import itertools
-import json
 import os
-import socket
 import sys
 import time
 
@@ -24,6 +23,49 @@ if TYPE_CHECKING:
     from typing import Any
 
     Notify = Callable[[str, dict[str, Any]], None]
+
+
+def _codec() -> tuple[Callable[[Any], str], Callable[[str], Any]]:
+    """``json.dumps`` (compact, not ASCII-only) and ``json.loads`` made from CPython's C
+    ``_json`` directly: the ``json`` package imports ``re``, which with ``socket``'s
+    wrapper was a third of what ``assistantctl chat`` cost before the daemon answered.
+    Anywhere that does not match (another Python, a changed signature): ``json``."""
+    try:
+        from _json import encode_basestring, make_encoder, make_scanner
+
+        def unserializable(value: Any) -> Any:
+            raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+        class Options:  # what make_scanner reads from a decoder: json.loads's defaults
+            strict = True
+            object_hook = object_pairs_hook = None
+            parse_float, parse_int, parse_constant = float, int, float
+
+        encode = make_encoder(
+            None, unserializable, encode_basestring, None, ":", ",", False, False, True
+        )
+        scan = make_scanner(Options())  # type: ignore[arg-type]  # read by attribute
+        if "".join(encode({"a": [1.5, None, True, "é"]}, 0)) != '{"a":[1.5,null,true,"é"]}':
+            raise TypeError("not the encoder this was written for")
+
+        def loads(text: str) -> Any:
+            text = text.strip()
+            try:
+                value, end = scan(text, 0)
+            except StopIteration:
+                raise ValueError("not JSON") from None
+            if end != len(text):
+                raise ValueError(f"extra data after the JSON value at {end}")
+            return value
+
+        return (lambda value: "".join(encode(value, 0))), loads
+    except (ImportError, TypeError):  # pragma: no cover
+        import json
+
+        return (lambda value: json.dumps(value, ensure_ascii=False)), json.loads
+
+
+dumps, loads = _codec()
 
 
 class RpcError(Exception):
@@ -42,7 +84,7 @@ class ForeignDaemon(DaemonUnavailable):
     """The socket is served by a process of another user: nothing may be sent to it."""
 
 
-def peer_uid(sock: socket.socket) -> int:
+def peer_uid(sock: _socket.socket) -> int:
     """The uid of the process at the other end of a connected Unix socket.
 
     Linux: ``SO_PEERCRED``, a ``struct ucred`` (pid, uid, gid); OpenBSD's is (uid, gid,
@@ -51,15 +93,15 @@ def peer_uid(sock: socket.socket) -> int:
     ``getpeereid(3)`` reads."""
     import struct
 
-    if hasattr(socket, "SO_PEERCRED"):
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    if hasattr(_socket, "SO_PEERCRED"):
+        creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
         return int(struct.unpack("3i", creds)[0 if sys.platform.startswith("openbsd") else 1])
-    option = getattr(socket, "LOCAL_PEERCRED", 1)
+    option = getattr(_socket, "LOCAL_PEERCRED", 1)
     creds = sock.getsockopt(0, option, struct.calcsize("IIh16I"))
     return int(struct.unpack_from("II", creds)[1])
 
 
-def check_peer(sock: socket.socket, path: str) -> None:
+def check_peer(sock: _socket.socket, path: str) -> None:
     """Refuse a socket that another user serves: a key or a question sent there would go
     to them (any user can create a socket where ours is expected, say when the runtime
     folder is missing or shared)."""
@@ -86,12 +128,14 @@ def start_daemon(path: str | Path, timeout: float = 15.0) -> None:
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(str(path))
-                return
-            except OSError:
-                pass
+        probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+            return
+        except OSError:
+            pass
+        finally:
+            probe.close()
         if proc.poll() is not None:
             err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
             if "another assistantd" in err:
@@ -112,7 +156,7 @@ class Client:
         self.path: str = paths.client_socket(str(path) if path else None)
         self.autostart = autostart
         self.timeout = timeout
-        self._sock: socket.socket | None = None
+        self._sock: _socket.socket | None = None
         self._buf = b""
         self._ids = itertools.count(1)
         self._pending: dict[Any, dict[str, Any]] = {}
@@ -127,7 +171,7 @@ class Client:
     def connect(self) -> None:
         if self._sock is not None:
             return
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.connect(self.path)
         except (FileNotFoundError, ConnectionRefusedError) as e:
@@ -137,7 +181,7 @@ class Client:
                     f"the daemon is not running on {self.path} and autostart is disabled"
                 ) from e
             start_daemon(self.path)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             sock.connect(self.path)
         except OSError as e:
             sock.close()
@@ -158,7 +202,7 @@ class Client:
     def send(self, message: Any) -> None:
         self.connect()
         assert self._sock is not None
-        self._sock.sendall(json.dumps(message, ensure_ascii=False).encode() + b"\n")
+        self._sock.sendall(dumps(message).encode() + b"\n")
 
     def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
         self.send({"jsonrpc": "2.0", "method": method, "params": params or {}})
@@ -174,7 +218,7 @@ class Client:
                 raise DaemonUnavailable("the daemon closed the connection")
             self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
-        message: dict[str, Any] = json.loads(line)
+        message: dict[str, Any] = loads(line.decode())
         return message
 
     def call(

@@ -1,11 +1,12 @@
-"""assistantctl builds only the chat subcommand's parser for a chat line: the same parse
-as the whole parser's, for every form of chat line, and the whole parser otherwise."""
+"""assistantctl builds only the chat subcommand's parser for a chat line, and reads a plain
+chat line (no option) without argparse: the same parse as the whole parser's, for every
+form of chat line, and the whole parser otherwise."""
 
 from __future__ import annotations
 
 import pytest
 
-from assistantd.cli import command_of, parser
+from assistantd.cli import command_of, parser, quick_chat
 
 CHAT_LINES = [
     ["chat", "hello", "world"],
@@ -46,3 +47,39 @@ def test_the_chat_only_parser_refuses_other_commands() -> None:
     for one)."""
     with pytest.raises(SystemExit):
         parser(chat_only=True).parse_args(["doctor"])
+
+
+PLAIN_CHAT_LINES = [
+    ["chat", "hello"],
+    ["chat", "what", "is", "the", "capital", "of", "Japan?"],
+    ["chat", "two words in one", "", "x=y", "日本の首都は", "chat", "a-b", "1"],
+]
+
+
+@pytest.mark.parametrize("argv", PLAIN_CHAT_LINES)
+def test_a_plain_chat_line_parses_alike_without_argparse(argv: list[str]) -> None:
+    """A chat line of words alone gives argparse's namespace, every name and value."""
+    quick = quick_chat(argv)
+    assert quick is not None
+    assert vars(quick) == vars(parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["chat"],  # the REPL
+        ["chat", "-v", "hi"],
+        ["chat", "hi", "-m", "x"],
+        ["chat", "--", "-not an option"],
+        ["chat", "-"],
+        ["chat", "-1"],
+        ["--json", "chat", "hi"],
+        ["--socket", "/tmp/s", "chat", "hi"],
+        ["chats", "hi"],
+        ["doctor"],
+        [],
+    ],
+)
+def test_any_other_line_is_left_to_argparse(argv: list[str]) -> None:
+    """An option anywhere, a REPL, or another command: argparse reads the line."""
+    assert quick_chat(argv) is None
