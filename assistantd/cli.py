@@ -58,6 +58,21 @@ def guard_terminals() -> None:
             setattr(sys, name, SafeStream(stream))
 
 
+def utf8(text: str) -> str:
+    """``text`` with what was not UTF-8 (bytes argv or stdin could not decode, kept as
+    lone surrogates) shown as U+FFFD: the wire is UTF-8 JSON, which cannot carry them."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that is not an undecodable byte
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def read_stdin() -> str:
+    """All of stdin as text, undecodable bytes as U+FFFD (``utf8``)."""
+    sys.stdin.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+    return utf8(sys.stdin.read())
+
+
 def status_line(text: str) -> None:
     """Overwrite the current stderr line with ``text`` (its own control sequence kept)."""
     stream = sys.stderr.stream if isinstance(sys.stderr, SafeStream) else sys.stderr
@@ -198,7 +213,7 @@ class Progress:
 
 def cmd_chat(ctl: Ctl) -> int:
     a = ctl.args
-    message = " ".join(a.message).strip()
+    message = utf8(" ".join(a.message).strip())
     try:
         context = attachments(a.attach or [], a.type)
         a.schema = load_schema(a.schema)
@@ -206,7 +221,7 @@ def cmd_chat(ctl: Ctl) -> int:
         print(f"assistantctl: {e}", file=sys.stderr)
         return EXIT_USAGE
     if "-" not in (a.attach or []) and not sys.stdin.isatty():
-        piped = sys.stdin.read()
+        piped = read_stdin()
         if message and piped.strip():
             context.append({"name": "stdin", "text": piped})
         elif piped.strip():
@@ -272,7 +287,7 @@ def repl(ctl: Ctl, cid: str | None) -> int:
     first = cid is None
     while True:
         try:
-            line = input("> ").strip()
+            line = utf8(input("> ")).strip()
         except EOFError:
             print()
             return 0
@@ -310,7 +325,7 @@ def cmd_summarize(ctl: Ctl) -> int:
         "stream": not a.json,
     }
     if a.source == "-":
-        params["text"] = sys.stdin.read()
+        params["text"] = read_stdin()
         if not params["text"].strip():
             print("assistantctl: nothing to summarize on stdin", file=sys.stderr)
             return EXIT_USAGE

@@ -71,6 +71,24 @@ def test_stdin_alone_is_the_message(daemon: Daemon) -> None:
     assert out.stdout == "You said: from stdin\n"
 
 
+@pytest.mark.parametrize("locale", ["C.UTF-8", "C"])
+def test_bytes_that_are_not_utf8_become_replacement_characters(
+    daemon: Daemon, upstream: Upstream, locale: str
+) -> None:
+    """A byte that is not UTF-8, in the words or on stdin, reaches the model as U+FFFD
+    (the wire is UTF-8 JSON) instead of a traceback, in a UTF-8 locale and in C's."""
+    line = [sys.executable, "-m", "assistantd.cli", "--socket", str(daemon.socket), "chat"]
+    env = {**os.environ, "LC_ALL": locale}
+    for words, piped in ([b"bad \xff byte"], b""), ([], b"piped \xfe byte\n"):
+        out = subprocess.run(
+            [*line, *words], input=piped, capture_output=True, timeout=30, cwd=ROOT, env=env
+        )
+        assert out.returncode == 0, out.stderr.decode(errors="replace")
+        said = "bad \ufffd byte" if words else "piped \ufffd byte"
+        assert upstream.requests[-1]["body"]["messages"][-1]["content"] == said
+        assert out.stdout.decode("utf-8") == f"You said: {said}\n"
+
+
 def test_json_continue_and_logprobs(daemon: Daemon) -> None:
     """--json prints the result; -c and --continue continue; --logprobs prints the token table."""
     first = json.loads(ctl(daemon, "chat", "--json", "start", input="").stdout)
