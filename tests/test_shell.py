@@ -340,6 +340,20 @@ def test_helper_asks_with_a_prompt_from_stdin(daemon: Daemon, upstream: Upstream
     assert all(m["role"] != "system" for m in body["messages"])
 
 
+def test_helper_sends_bytes_that_are_not_utf8_as_replacement_characters(
+    daemon: Daemon, upstream: Upstream
+) -> None:
+    """A byte that is not UTF-8 on the line (stdin, as the widgets send it) or in the
+    words reaches the model as U+FFFD: the question is asked, not refused as bad params."""
+    for args, piped in ([b"ask", b"-"], b"ls \xff dir"), ([b"ask", b"ls \xff dir"], b""):
+        done = subprocess.run(
+            [sys.executable, "-I", "-S", str(HELPER), *args],
+            input=piped, capture_output=True, timeout=30, env=dict(os.environ),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        assert upstream.requests[-1]["body"]["messages"][-1]["content"] == "ls \ufffd dir"
+
+
 def test_helper_reports_errors_with_exit_codes(daemon: Daemon, tmp_path: Path) -> None:
     """Daemon errors exit 1, a missing daemon exits 3, bad usage exits 2, each with a message."""
     err = helper("ask", "[[error:404]] hi")
