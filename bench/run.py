@@ -34,7 +34,7 @@ import coldstart  # noqa: E402
 import measure  # noqa: E402
 import procs  # noqa: E402
 import storebench  # noqa: E402
-from procs import DEV, PY, DaemonProc, Install, Row, UpstreamProc, median, run_timed  # noqa: E402
+from procs import DEV, PY, DaemonProc, Install, Row, UpstreamProc  # noqa: E402
 
 KEY_VARS = ("OPENAI_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY", "XAI_API_KEY", "PLAMO_API_KEY")
 
@@ -261,13 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             n = 5 if q else 20
 
             def first() -> dict[str, Any]:
-                sdk_ms = raw.get("peers", {}).get("median_ms", {}).get("sdk")
-                if sdk_ms is None:
-                    cmd = [inst.python, "-c", measure.SDK_SCRIPT, upstream.base_url, "hello"]
-                    sdk_ms = 1000 * median([run_timed(cmd, env)[1] for _ in range(3)])
-                return coldstart.bench_first_answer(
-                    rows, base, env, upstream, sdk_ms, 3 if q else 10, inst
-                )
+                return coldstart.bench_first_answer(rows, base, env, upstream, 3 if q else 10, inst)
 
             sections: list[tuple[str, Callable[[], dict[str, Any]]]] = [
                 ("peers", lambda: coldstart.bench_peers(rows, daemon, upstream, base, n, inst)),
