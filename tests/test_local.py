@@ -468,6 +468,7 @@ def test_server_refuses_requests_without_its_key(bundled: Daemon) -> None:
     for path, data in (("/v1/models", None), ("/v1/chat/completions", body.encode())):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(urllib.request.Request(root + path, data=data), timeout=10)
+        refused.value.close()  # the error holds the response and its socket
         assert refused.value.code == 401
     auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     request = urllib.request.Request(
