@@ -12,6 +12,7 @@ import logging.handlers
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -458,6 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:
         print(f"assistantd: cannot listen on {socket_path}: {e}", file=sys.stderr)
         sys.exit(1)
+    code = 0
     try:
         daemon = Daemon(socket_path, config_path, dirs.data)
         daemon.store.lock()  # one daemon per database, whatever its socket
@@ -466,7 +468,24 @@ def main(argv: list[str] | None = None) -> None:
             raise daemon.failure
     except StoreError as e:  # the data folder is taken, or its schema is too new
         print(f"assistantd: {e}", file=sys.stderr)
-        sys.exit(1)
+        code = 1
     finally:
         listener.release()
-    sys.exit(0)
+    leave(code)
+
+
+def leave(code: int) -> None:
+    """Exit with ``code`` once everything is closed. A helper thread still busy (an
+    import, a D-Bus call: ``off_loop`` abandons them) would be stopped wherever it is by
+    the interpreter's finalization, and one stopped inside native code aborted the
+    process ("FATAL: exception not rethrown", SIGABRT: 1 in 15-30 shutdowns right after
+    a start). With one alive, the process ends without finalization, logs and stdio
+    flushed; there is nothing else left to finalize (the store, the socket and the
+    servers are closed by now)."""
+    if any(t.daemon and t.is_alive() for t in threading.enumerate()):
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
