@@ -177,10 +177,14 @@ class TimedOut(ConnectionFailed):
 
 
 def sdk_failure(e: BaseException) -> UpstreamFailure | None:
-    """The SDK's error ``e`` as an ``UpstreamFailure`` (None if it is not one of them)."""
+    """The SDK's error ``e`` as an ``UpstreamFailure`` (None if it is not one of them).
+    The SDK may be half imported (on its thread) when a plain-HTTP request fails: then
+    ``openai`` has no ``APIError`` yet, and ``e`` cannot be one."""
     openai = sys.modules.get("openai")
-    if openai is None or not isinstance(e, openai.APIError):
+    api_error = getattr(openai, "APIError", None)
+    if api_error is None or not isinstance(e, api_error):
         return None
+    assert openai is not None  # it made e, so it has the classes imported with APIError
     if isinstance(e, openai.APITimeoutError):
         return TimedOut(e.message)
     if isinstance(e, openai.APIConnectionError):

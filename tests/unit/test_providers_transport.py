@@ -166,3 +166,22 @@ def test_unauthorized_maps_to_upstream_error_without_the_key() -> None:
     assert "refused the API key (401)" in err.message
     assert KEY not in json.dumps(err.to_json())
     assert len(calls) == 1  # a 401 is not retried
+
+
+def test_a_half_imported_sdk_is_not_read_for_errors() -> None:
+    """A plain-HTTP request that fails while the SDK is still importing on its thread (its
+    module in sys.modules, not yet holding APIError) is mapped as usual, not turned into
+    an internal error (seen under load: a local server's 503 "Loading model" right after
+    a restart). In a fresh interpreter, whose ``openai`` module is left half made."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, types\n"
+        "from assistantd import providers\n"
+        "sys.modules['openai'] = types.ModuleType('openai')  # as mid-import\n"
+        "print(providers.sdk_failure(providers.UpstreamFailure('x', status=503)))\n"
+        "print(providers.sdk_failure(ValueError('y')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout) == (0, "None\nNone\n"), out.stderr
