@@ -32,7 +32,7 @@ from assistantd.providers import (
 )
 from assistantd.roles import Roles
 from assistantd.rpc import Params, RequestContext, Result
-from assistantd.store import Store
+from assistantd.store import Store, new_id
 from assistantd.threads import off_loop
 from assistantd.usage import Ledger, conversation_var
 
@@ -320,13 +320,13 @@ class Chat:
                     budget=e.budget,
                 ) from None
 
-            if dangling is not None:
-                await self.store.run(self.store.delete_message, dangling["id"])
-            cid = await self._keep_question(params, turn, cid, stored=False, loaded=loaded)
+            cid, keeping = await self._start_question(
+                params, turn, cid, False, loaded, dangling["id"] if dangling else None
+            )
             held.take(cid)
             conversation_var.set(cid)
             stored = True
-            result = await self._answer(params, ctx, turn, cid, fit)
+            result = await self._answer(params, ctx, turn, cid, fit, keeping)
             result.role = role_name
             if params.schema_ is not None and result.finish_reason != "cancelled":
                 result.json_ = await self._check_answer(params.schema_, result)
@@ -445,26 +445,50 @@ class Chat:
         stored: bool,
         loaded: list[Loaded] | None = None,
     ) -> str:
-        """Store the user's message (in a new conversation when there is none yet), and
-        its attachments' bytes in the blob store first."""
+        """Store the user's message now (``_start_question``, waited for)."""
+        cid, keeping = await self._start_question(params, turn, cid, stored, loaded)
+        await asyncio.wait({keeping})
+        return keeping.result()
+
+    async def _start_question(
+        self,
+        params: ChatParams,
+        turn: Turn,
+        cid: str | None,
+        stored: bool,
+        loaded: list[Loaded] | None = None,
+        dangling: str | None = None,
+    ) -> tuple[str, asyncio.Future[str]]:
+        """Queue the store's write of the user's message (in a new conversation, its id
+        made here, when there is none yet; ``dangling``, an unanswered question it
+        replaces, deleted) and return the conversation's id and the write's future. The
+        provider is asked while the write runs: with many requests at once, waiting for
+        the store's one thread first was most of the daemon's delay to a first token.
+        Attachments' bytes go to the blob store before."""
         blobs = [a.data for a in loaded or [] if a.data is not None]
         if blobs and not stored:
             await off_loop(lambda: [self.blobs.put(b) for b in blobs], "blobs-put")
         context = [a.stored() for a in loaded or []] or None
+        new, cid = cid is None, cid or new_id("c")
 
-        def write() -> str:  # one trip to the store's thread, not two: a first token sooner
-            new = cid or self.store.create_conversation(
-                title=title_from(params.message),
-                model=turn.model,
-                provider=turn.provider.name,
-                system=params.system,
-                role=params.role,
-            )
-            if not stored:
-                self.store.add_message(new, "user", params.message, context=context)
-            return new
+        def write() -> str:  # one trip to the store's thread, one transaction
+            with self.store.transaction():
+                if dangling is not None:
+                    self.store.delete_message(dangling)
+                if new:
+                    self.store.create_conversation(
+                        title=title_from(params.message),
+                        model=turn.model,
+                        provider=turn.provider.name,
+                        system=params.system,
+                        role=params.role,
+                        cid=cid,
+                    )
+                if not stored:
+                    self.store.add_message(cid, "user", params.message, context=context)
+            return cid
 
-        return await self.store.run(write)
+        return cid, self.store.start(write)
 
     async def _compact(
         self,
@@ -506,12 +530,44 @@ class Chat:
         return {"upto_seq": upto, "content": text}, history[n:]
 
     async def _answer(
-        self, params: ChatParams, ctx: RequestContext, turn: Turn, cid: str, fit: tokens.Fit
+        self,
+        params: ChatParams,
+        ctx: RequestContext,
+        turn: Turn,
+        cid: str,
+        fit: tokens.Fit,
+        keeping: asyncio.Future[str],
+    ) -> ChatResult:
+        """Ask the provider while ``keeping`` (the question's write) runs; the answer is
+        shown only once the question is stored, and stored after it (the store runs its
+        writes in order). A failed write is raised when the answer ends."""
+        ok = False
+        try:
+            result = await self._answer_kept(params, ctx, turn, cid, fit, keeping)
+            ok = True
+            return result
+        finally:
+            await asyncio.wait({keeping})
+            if not ok and (e := keeping.exception()) is not None:
+                log.error("storing the question failed: %s", e, exc_info=e)
+
+    async def _answer_kept(
+        self,
+        params: ChatParams,
+        ctx: RequestContext,
+        turn: Turn,
+        cid: str,
+        fit: tokens.Fit,
+        keeping: asyncio.Future[str],
     ) -> ChatResult:
         out = Completion()
         want_logprobs = bool(params.logprobs or params.top_logprobs)
 
         async def on_delta(text: str, lps: list[dict[str, Any]] | None) -> None:
+            if not keeping.done():
+                await asyncio.wait({keeping})
+            if keeping.exception() is not None:
+                return  # nothing is shown of an answer to a question that was not stored
             payload: dict[str, Any] = {"conversation_id": cid, "text": text}
             if lps is not None:
                 payload["logprobs"] = lps
@@ -551,6 +607,8 @@ class Chat:
             if not answer_cancelled(ctx):
                 raise
             return self._result(cid, mid, turn, out, "cancelled", trimmed, want_logprobs)
+        await asyncio.wait({keeping})
+        keeping.result()  # the question's write failed: so does the request
         mid = await self._store_answer(cid, turn, out, "complete")
         return self._result(
             cid, mid, turn, out, out.finish_reason or "stop", trimmed, want_logprobs

@@ -173,8 +173,14 @@ class Store:
             self.on_change(cid, change)
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, func, *args)
+        return await self.start(func, *args)
+
+    def start(self, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue ``func`` on the store's thread now (in order behind the calls queued
+        before it) and return its future, so that other work can go on meanwhile.
+        Await it with ``asyncio.wait``: a plain ``await`` that is cancelled would cancel
+        a call still queued."""
+        return asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
 
     def lock(self) -> None:
         """Take the data folder's lock (one daemon per database), never through a
@@ -287,6 +293,10 @@ class Store:
                 db.execute("ROLLBACK")
             raise
 
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One transaction around several writes (each joins it): all or none is kept."""
+        return self._write()
+
     @property
     def db(self) -> sqlite3.Connection:
         assert self._db is not None, "store not open"
@@ -303,8 +313,10 @@ class Store:
         system: str | None,
         source: dict[str, Any] | None = None,
         role: str | None = None,
+        cid: str | None = None,
     ) -> str:
-        cid, ts = new_id("c"), now()
+        """A new conversation (with the id ``cid`` when one was made beforehand)."""
+        cid, ts = cid or new_id("c"), now()
         self._count = None  # our own writes do not move data_version
         with self._write():
             self.db.execute(

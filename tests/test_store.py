@@ -92,6 +92,50 @@ def test_failed_message_write_leaves_nothing(daemon: Daemon, sql: sqlite3.Connec
     assert sql.execute("SELECT COUNT(*) FROM search WHERE search MATCH 'POISON'").fetchone()[0] == 0
 
 
+def test_question_is_stored_before_the_first_delta(daemon: Daemon) -> None:
+    """The provider is asked while the question is written, but no delta goes out before
+    the question is stored: a client that looks at the first delta finds it."""
+    seen: list[list[dict[str, Any]]] = []
+
+    def on_notify(method: str, params: dict[str, Any]) -> None:
+        if method == "chat/delta" and not seen:
+            got = daemon.call("conversations/get", {"id": params["conversation_id"]})
+            seen.append(got["messages"])
+
+    with daemon.client() as c:
+        r = c.call("chat/send", {"message": "[[words:5]] look"}, on_notify=on_notify)
+    assert [(m["role"], m["content"]) for m in seen[0]] == [("user", "[[words:5]] look")]
+    assert r["text"] == "w1 w2 w3 w4 w5"
+
+
+def test_failed_question_write_shows_no_answer(daemon: Daemon, sql: sqlite3.Connection) -> None:
+    """A question the store cannot write (a real trigger refuses it) fails the request
+    with nothing of the answer shown and nothing stored, not even an empty conversation;
+    the daemon serves on."""
+    sql.execute(
+        "CREATE TRIGGER refuse_question BEFORE INSERT ON messages"
+        " WHEN NEW.role = 'user' AND NEW.content LIKE '%REFUSED%'"
+        " BEGIN SELECT RAISE(ABORT, 'question refused'); END"
+    )
+    notes: list[str] = []
+    with daemon.client() as c, pytest.raises(RpcError) as e:
+        c.call(
+            "chat/send",
+            {"message": "[[words:20]] REFUSED"},
+            on_notify=lambda m, p: notes.append(m),
+        )
+    assert e.value.code == -32603, e.value
+    assert "chat/delta" not in notes
+    assert sql.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0
+    assert sql.execute("SELECT COUNT(*) FROM conversations").fetchone()[0] == 0
+    r = daemon.call("chat/send", {"message": "[[reply:fine]] next", "stream": False})
+    assert r["text"] == "fine"
+    assert [
+        m["role"]
+        for m in daemon.call("conversations/get", {"id": r["conversation_id"]})["messages"]
+    ] == ["user", "assistant"]
+
+
 # -- one daemon per database, and only a schema it knows -----------------------------------
 
 
