@@ -169,6 +169,7 @@ def bench_cold(
 def bench_relay(rows: list[Row], d: DaemonProc, up: UpstreamProc, runs: int) -> dict[str, Any]:
     """500 chunks through the daemon vs straight from the upstream, one stream at a time."""
     prompt = "[[words:500]] relay"
+    d.wait_warm()
     direct, via = Direct(up.base_url), ViaDaemon(d)
     direct.once(prompt), via.once(prompt)
     dt, vt, deltas = [], [], []
@@ -299,6 +300,7 @@ def bench_concurrency(
     prompt = f"[[words:{chunks}]] concurrent"
     out: dict[str, Any] = {}
     s = "3 concurrency"
+    d.wait_warm()
     asyncio.run(_level(1, prompt, None, up.base_url))  # warm both paths (imports, connections)
     asyncio.run(_level(1, prompt, d.socket, up.base_url))
     for n in levels:

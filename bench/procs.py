@@ -325,6 +325,17 @@ class DaemonProc:
                 time.sleep(0.002)
         raise TimeoutError("the daemon did not answer")
 
+    def wait_warm(self, timeout: float = 60) -> None:
+        """Wait until the daemon's background SDK import is over: a steady-state figure
+        taken while it runs would measure that import's hold on the GIL instead."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with Client(self.socket) as c:
+                if c.call("daemon/status").get("sdk") in ("ready", "failed"):
+                    return
+            time.sleep(0.05)
+        raise TimeoutError("the daemon's SDK import did not end")
+
     def client(self) -> Client:
         c = Client(self.socket)
         c.connect()
