@@ -100,9 +100,9 @@ class Network:
         """The default trust (with ``SSL_CERT_FILE``/``SSL_CERT_DIR``) plus ``ca_bundle``."""
         import ssl
 
-        import httpx2
+        from assistantd import tls
 
-        ctx = httpx2.create_ssl_context(trust_env=True)
+        ctx = tls.take()
         if self.ca_bundle:
             try:
                 ctx.load_verify_locations(cafile=self.ca_bundle)
