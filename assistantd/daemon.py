@@ -119,6 +119,9 @@ class Daemon:
         self.failure: StoreError | None = None  # why the daemon stopped on its own, if it did
         self._config_stamp: tuple[int, int, int] | None = None  # the file last read
         self._hup = asyncio.Event()  # SIGHUP: reload
+        # Set once the default provider's connection is made (or could not be): the
+        # start-up's other imports wait for it, so as not to slow the first answer.
+        self.prepared = asyncio.Event()
         self.config = self._read_config() or config.Config()
         self.registry = Registry()
         self.store = Store(data_dir / "conversations.sqlite3")
@@ -184,6 +187,11 @@ class Daemon:
             importlib.import_module("anyio._backends._asyncio")
             return importlib.import_module("watchfiles")
 
+        # Imports on two threads at once hold each other up (the GIL): this one waits
+        # until the default provider's connection is made and no request is in flight,
+        # so that a cold daemon's first answer is not slowed by it.
+        await self.prepared.wait()
+        await self._idle(SDK_IDLE_S)
         watchfiles = await off_loop(load, "import")
 
         folder = self.config_path.parent
@@ -360,8 +368,11 @@ class Daemon:
         starts once no request has been in flight for ``SDK_IDLE_S``, so a cold daemon's
         first answer, in plain HTTP, is not slowed by it."""
         try:
-            default = self.providers.route(self.default_model())
-            await self.providers.prepare(default)
+            try:
+                default = self.providers.route(self.default_model())
+                await self.providers.prepare(default)
+            finally:
+                self.prepared.set()
             await self._idle(SDK_IDLE_S)
             await self.providers.sdk()
             await self.providers.prepare(default)

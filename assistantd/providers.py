@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import importlib
 import json
 import logging
 import random
@@ -411,24 +412,18 @@ class Providers:
             log.info("no client prepared for %s: %s", p.name, e.message)
 
     async def connection(self, p: Provider) -> Connection:
-        """``p``'s key and HTTP client (no SDK needed). The key (a keyring call) and the
-        client (httpx2's import, a TLS context: 80-160 ms on a cold daemon) are made at
-        the same time, each once: a client per network setting, a key per provider."""
+        """``p``'s key and HTTP client (no SDK needed), each made once: a client per
+        network setting, a key per provider. On a cold daemon the client (httpx2's import,
+        a TLS context) comes first, then the key (keyring's import, a D-Bus call): both
+        are mostly Python holding the GIL, and made at the same time on two threads they
+        took 30-50 ms longer than one after the other."""
         net = Network() if p.managed else self.network
+        http = await self._http(net, p)
         if p.managed:  # its key is the random one it was started with: no keyring call
-            http = await self._http(net, p)
             base_url = await self._base_url_hook(p) if self._base_url_hook else p.base_url
             key = self.local_keys.get(p.name, "no-key")
-        elif net in self._https:  # the usual request: the client is made, the key cached
-            http, key, base_url = self._https[net], await self._key_or_none(p), p.base_url
         else:
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    keyed = tg.create_task(self._key_or_none(p))
-                    made = tg.create_task(self._http(net, p))
-            except ExceptionGroup as group:  # the first failure, as a request would meet it
-                raise group.exceptions[0] from None
-            key, http, base_url = keyed.result(), made.result(), p.base_url
+            key, base_url = await self._key_or_none(p), p.base_url
         ident = (base_url, key, p.timeout_s, net.connect_timeout_s)
         cached = self._clients.get(p.name)
         if cached is None or cached.ident != ident or cached.http is not http:
@@ -887,8 +882,14 @@ def _new_http(
     if transport is not None:
         return httpx2.AsyncClient(transport=transport, **common)
     if net.proxy is not None:
-        return httpx2.AsyncClient(transport=net.transport(limits=limits), **common)
-    return httpx2.AsyncClient(verify=net.ssl_context(), trust_env=True, limits=limits, **common)
+        client = httpx2.AsyncClient(transport=net.transport(limits=limits), **common)
+    else:
+        client = httpx2.AsyncClient(
+            verify=net.ssl_context(), trust_env=True, limits=limits, **common
+        )
+    # The first connection would import anyio's asyncio backend on the event loop.
+    importlib.import_module("anyio._backends._asyncio")
+    return client
 
 
 def _broad(pattern: str) -> bool:
