@@ -294,7 +294,12 @@ class Sampler(threading.Thread):
 
 
 def bench_concurrency(
-    rows: list[Row], d: DaemonProc, up: UpstreamProc, levels: tuple[int, ...], chunks: int
+    rows: list[Row],
+    d: DaemonProc,
+    up: UpstreamProc,
+    levels: tuple[int, ...],
+    chunks: int,
+    reps: int = 3,
 ) -> dict[str, Any]:
     """N concurrent streams of ``chunks`` chunks each, via the daemon and direct."""
     prompt = f"[[words:{chunks}]] concurrent"
@@ -304,45 +309,55 @@ def bench_concurrency(
     asyncio.run(_level(1, prompt, None, up.base_url))  # warm both paths (imports, connections)
     asyncio.run(_level(1, prompt, d.socket, up.base_url))
     for n in levels:
-        direct = asyncio.run(_level(n, prompt, None, up.base_url))
-        reset_peak(d.pid)
-        with Sampler(d.pid) as sampler:
-            t = time.perf_counter()
-            via = asyncio.run(_level(n, prompt, d.socket, up.base_url))
-            wall = time.perf_counter() - t
-        status = proc_status(d.pid)
-        done = [r for r in via if r["error"] is None and r["chunks"] == chunks]
-        errors = [r["error"] for r in via if r["error"] is not None]
-        ttft = [r["ttft"] * 1000 for r in via if r["ttft"] is not None]
-        dttft = [r["ttft"] * 1000 for r in direct if r["ttft"] is not None]
-        peak_mb = max(sampler.peak_kib, status["VmHWM"]) / 1024
-        rss_ok = peak_mb < 200 and len(done) == n
+        # Each level runs ``reps`` times, direct and via the daemon in turn, and the rows
+        # show the median of each run's percentile: one run of 100 streams gave 0.96x to
+        # 1.9x of direct from one minute to the next on this 2-core machine.
+        p50s: tuple[list[float], list[float]] = ([], [])
+        p99s: tuple[list[float], list[float]] = ([], [])
+        done, errors, peak_mb, wall = [], [], 0.0, 0.0
+        for _ in range(reps):
+            direct = asyncio.run(_level(n, prompt, None, up.base_url))
+            reset_peak(d.pid)
+            with Sampler(d.pid) as sampler:
+                t = time.perf_counter()
+                via = asyncio.run(_level(n, prompt, d.socket, up.base_url))
+                wall = max(wall, time.perf_counter() - t)
+            status = proc_status(d.pid)
+            done += [r for r in via if r["error"] is None and r["chunks"] == chunks]
+            errors += [r["error"] for r in via if r["error"] is not None]
+            ttft = [r["ttft"] * 1000 for r in via if r["ttft"] is not None]
+            dttft = [r["ttft"] * 1000 for r in direct if r["ttft"] is not None]
+            for runs, xs in ((0, ttft), (1, dttft)):
+                p50s[runs].append(pct(xs, 50))
+                p99s[runs].append(pct(xs, 99))
+            peak_mb = max(peak_mb, sampler.peak_kib / 1024, status["VmHWM"] / 1024)
+        rss_ok = peak_mb < 200 and len(done) == n * reps
         top = n == max(levels)
         rows += [
             Row(
                 s,
                 f"{n} streams: completed (errors: {len(errors)})",
                 len(done),
-                f"of {n}",
+                f"of {n * reps} ({reps} runs of {n})",
                 target="all, no error" if top else "",
-                met=len(done) == n if top else None,
+                met=len(done) == n * reps if top else None,
             ),
             Row(
                 s,
-                f"{n} streams: p50 first token",
-                pct(ttft, 50),
+                f"{n} streams: p50 first token (median of {reps} runs)",
+                median(p50s[0]),
                 "ms",
-                pct(dttft, 50),
+                median(p50s[1]),
                 f"{n} direct AsyncOpenAI streams",
                 "≤ 1.2x" if top else "",
-                pct(ttft, 50) <= 1.2 * pct(dttft, 50) if top else None,
+                median(p50s[0]) <= 1.2 * median(p50s[1]) if top else None,
             ),
             Row(
                 s,
-                f"{n} streams: p99 first token",
-                pct(ttft, 99),
+                f"{n} streams: p99 first token (median of {reps} runs)",
+                median(p99s[0]),
                 "ms",
-                pct(dttft, 99),
+                median(p99s[1]),
                 f"{n} direct AsyncOpenAI streams",
             ),
             Row(
@@ -362,6 +377,8 @@ def bench_concurrency(
             "errors": errors[:5],
             "ttft_ms": ttft,
             "direct_ttft_ms": dttft,
+            "p50_ms_per_run": p50s[0],
+            "direct_p50_ms_per_run": p50s[1],
             "peak_rss_mb": peak_mb,
             "rss_after_mb": status["VmRSS"] / 1024,
             "direct_wall_s": max(r["total"] for r in direct),
