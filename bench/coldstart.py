@@ -177,7 +177,11 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float = 20) ->
 def _activated(env: dict[str, str], sock: Path, inst: Install) -> subprocess.Popen[bytes]:
     """``systemd-socket-activate`` holding ``sock``: the first connection execs the daemon
     on it in place, the way the socket unit starts the service."""
-    names = [k for k in env if k.startswith("XDG_")] + ["ASSISTANTD_SOCKET"]
+    # What a systemd user unit is given: the user manager's environment (the session
+    # bus, so the keyring answers; HOME, PATH, the locale), with the unit's own settings.
+    # Without the bus address, each cold start paid keyring's search of every backend.
+    given = ("DBUS_SESSION_BUS_ADDRESS", "HOME", "PATH", "LANG", "LC_ALL")
+    names = [k for k in env if k.startswith("XDG_") or k in given] + ["ASSISTANTD_SOCKET"]
     return subprocess.Popen(
         [
             "systemd-socket-activate",
