@@ -92,19 +92,30 @@ def test_failed_message_write_leaves_nothing(daemon: Daemon, sql: sqlite3.Connec
     assert sql.execute("SELECT COUNT(*) FROM search WHERE search MATCH 'POISON'").fetchone()[0] == 0
 
 
-def test_question_is_stored_before_the_first_delta(daemon: Daemon) -> None:
+def test_question_is_stored_before_the_first_delta(daemon: Daemon, sql: sqlite3.Connection) -> None:
     """The provider is asked while the question is written, but no delta goes out before
-    the question is stored: a client that looks at the first delta finds it."""
-    seen: list[list[dict[str, Any]]] = []
+    the question is stored. A real trigger makes that write take most of a second, far
+    longer than the answer's first word; another connection to the file, looking at the
+    first delta, finds the question committed."""
+    sql.execute("CREATE TABLE slow(x)")
+    sql.executemany("INSERT INTO slow VALUES (?)", [(i,) for i in range(3000)])
+    sql.execute(
+        "CREATE TRIGGER slow_question AFTER INSERT ON messages WHEN NEW.role = 'user'"
+        " BEGIN SELECT COUNT(*) FROM slow a, slow b WHERE a.x + b.x < 0; END"
+    )
+    seen: list[list[tuple[str, str]]] = []
 
     def on_notify(method: str, params: dict[str, Any]) -> None:
         if method == "chat/delta" and not seen:
-            got = daemon.call("conversations/get", {"id": params["conversation_id"]})
-            seen.append(got["messages"])
+            rows = sql.execute(
+                "SELECT role, content FROM messages WHERE conversation_id = ?",
+                (params["conversation_id"],),
+            ).fetchall()
+            seen.append([tuple(r) for r in rows])
 
     with daemon.client() as c:
         r = c.call("chat/send", {"message": "[[words:5]] look"}, on_notify=on_notify)
-    assert [(m["role"], m["content"]) for m in seen[0]] == [("user", "[[words:5]] look")]
+    assert seen[0] == [("user", "[[words:5]] look")]
     assert r["text"] == "w1 w2 w3 w4 w5"
 
 
