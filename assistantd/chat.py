@@ -326,7 +326,12 @@ class Chat:
             held.take(cid)
             conversation_var.set(cid)
             stored = True
-            result = await self._answer(params, ctx, turn, cid, fit, keeping)
+            try:
+                result = await self._answer(params, ctx, turn, cid, fit, keeping)
+            finally:  # the write is waited for whatever happened, and a failure said
+                await asyncio.wait({keeping})
+                if (failed := keeping.exception()) is not None:
+                    log.error("storing the question failed: %s", failed)
             result.role = role_name
             if params.schema_ is not None and result.finish_reason != "cancelled":
                 result.json_ = await self._check_answer(params.schema_, result)
@@ -540,26 +545,7 @@ class Chat:
     ) -> ChatResult:
         """Ask the provider while ``keeping`` (the question's write) runs; the answer is
         shown only once the question is stored, and stored after it (the store runs its
-        writes in order). A failed write is raised when the answer ends."""
-        ok = False
-        try:
-            result = await self._answer_kept(params, ctx, turn, cid, fit, keeping)
-            ok = True
-            return result
-        finally:
-            await asyncio.wait({keeping})
-            if not ok and (e := keeping.exception()) is not None:
-                log.error("storing the question failed: %s", e, exc_info=e)
-
-    async def _answer_kept(
-        self,
-        params: ChatParams,
-        ctx: RequestContext,
-        turn: Turn,
-        cid: str,
-        fit: tokens.Fit,
-        keeping: asyncio.Future[str],
-    ) -> ChatResult:
+        writes in order). A failed write fails the request when the answer ends."""
         out = Completion()
         want_logprobs = bool(params.logprobs or params.top_logprobs)
 
