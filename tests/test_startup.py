@@ -87,6 +87,25 @@ def test_a_cold_daemons_first_answer_does_not_wait_for_the_sdk(
         proc.wait(20)
 
 
+def test_the_warm_daemon_keeps_its_long_lived_objects_out_of_the_gc(daemon: Daemon) -> None:
+    """Once the SDK and the config watcher are imported, the objects alive then (modules,
+    classes, the SDK's models: tens of thousands) are frozen out of the cyclic GC's scans,
+    so that a full collection no longer walks them in the middle of a burst of requests;
+    the daemon answers as before."""
+    found: list[int] = []
+
+    def frozen() -> bool:
+        found[:] = [
+            int(n) for n in re.findall(r"(\d+) objects kept out of the GC's scans", daemon.stderr())
+        ]
+        return len(found) == 2  # after the SDK's import and after the watcher's
+
+    until(frozen, timeout=60, what="the daemon's freeze of its objects")
+    assert found[0] > 20_000 and found[1] >= found[0], found
+    r = daemon.call("chat/send", {"message": "after the freeze"})
+    assert r["text"] == "You said: after the freeze"
+
+
 def _pending(sock: Any) -> int:
     """Bytes the daemon has sent that this socket has not read yet (FIONREAD)."""
     buf = array.array("i", [0])
