@@ -865,6 +865,16 @@ class _Shown:
                 await self.on_delta(rest, None)
 
 
+# How long an idle connection to a provider is kept for the next request. httpx's 5 s
+# default dropped it between two messages of a chat (a new TCP and TLS handshake for each,
+# one or two round trips before the first token), and after a burst every connection
+# expired at once: the next request closed them all, one loop turn each, before it was
+# sent (0.5-1.1 s with 100 at once). Go's HTTP client keeps them 90 s, curl 118 s. One a
+# server closes sooner (llama-server: after 5 s, `Keep-Alive: timeout=5`) is found closed
+# when the next request looks for a connection, and a new one is made.
+KEEPALIVE_S = 60.0
+
+
 def _new_http(
     net: Network, transport: httpx2.AsyncBaseTransport | None = None
 ) -> httpx2.AsyncClient:
@@ -877,7 +887,9 @@ def _new_http(
     import httpx2
 
     timeout = httpx2.Timeout(120.0, connect=net.connect_timeout_s)
-    limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)  # the SDK's
+    limits = httpx2.Limits(  # the SDK's, but for how long an idle connection is kept
+        max_connections=1000, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_S
+    )
     common: dict[str, Any] = {"timeout": timeout, "follow_redirects": True}
     if transport is not None:
         return httpx2.AsyncClient(transport=transport, **common)

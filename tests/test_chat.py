@@ -356,3 +356,16 @@ models = ["tiny-local"]
     d.call("chat/send", {"message": "asked", "model": "tiny-local", "max_tokens": 7})
     caps = [req["body"].get("max_tokens") for req in upstream.requests]
     assert caps == [None, 1024, 7]
+
+
+def test_the_connection_is_kept_between_messages_of_a_chat(
+    daemon: Daemon, upstream: Upstream
+) -> None:
+    """A message sent some seconds after the one before goes on the same connection to the
+    provider (httpx's 5 s keep-alive would have closed it: a new TCP and TLS handshake
+    before every message of a chat)."""
+    first = daemon.call("chat/send", {"message": "one"})
+    time.sleep(6)
+    daemon.call("chat/send", {"message": "two", "conversation_id": first["conversation_id"]})
+    peers = [r["peer"] for r in upstream.requests if r["body"].get("stream")]
+    assert len(peers) == 2 and peers[0] == peers[1], peers

@@ -235,6 +235,18 @@ def test_user_run_llama_server_is_probed(shared: Daemon, user_server: Any) -> No
     assert user_server.proc.poll() is None
 
 
+def test_an_answer_after_the_server_closed_the_idle_connection(shared: Daemon) -> None:
+    """The daemon keeps idle connections for a minute; llama-server closes its own after
+    5 s. A message sent after that pause goes on a new connection and is answered, with
+    no retry and no error."""
+    r, _ = send(shared, message="Hi", model="gemma-3-270m", max_tokens=3, temperature=0)
+    assert r["usage"]["completion_tokens"] > 0
+    time.sleep(7)
+    r, deltas = send(shared, message="Hi again", model="gemma-3-270m", max_tokens=3)
+    assert r["usage"]["completion_tokens"] > 0 and r["text"] == "".join(d["text"] for d in deltas)
+    assert "retry" not in shared.stderr()
+
+
 def test_cli_local_commands(shared: Daemon) -> None:
     """assistantctl local list|logs|stop|start drive the managed server, and a subscribed
     client hears each state change as a local/state event."""

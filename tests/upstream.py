@@ -378,8 +378,9 @@ class Upstream:
                 body = json.loads(req.body)
             if isinstance(body, dict):
                 tokens = count_prompt_tokens(body.get("messages"))
+                peer = conn.writer.get_extra_info("peername")
                 self.requests.append(
-                    {"body": body, "headers": req.headers, "prompt_tokens": tokens}
+                    {"body": body, "headers": req.headers, "prompt_tokens": tokens, "peer": peer}
                 )
         key = self.api_key
         if key is not None and req.headers.get("authorization") != f"Bearer {key}":
