@@ -51,10 +51,12 @@ def send(d: Daemon, **params: Any) -> tuple[dict[str, Any], list[dict[str, Any]]
 
 
 def test_stream_usage_and_result(daemon: Daemon, upstream: Upstream) -> None:
-    """Deltas concatenate to the text; usage comes from the provider; stream_options asked."""
+    """Deltas concatenate to the text; usage comes from the provider; stream_options asked.
+    (Chunks that arrive while a delta waits, e.g. for the question's write, join the next
+    one, so the count of deltas is at most the count of chunks.)"""
     r, notes = send(daemon, message="count [[words:30]]")
     assert r["text"] == " ".join(f"w{i}" for i in range(1, 31))
-    assert "".join(n["text"] for n in notes) == r["text"] and len(notes) == 30
+    assert "".join(n["text"] for n in notes) == r["text"] and 1 <= len(notes) <= 30
     assert all(n["conversation_id"] == r["conversation_id"] for n in notes)
     assert r["usage"]["completion_tokens"] == 30
     assert r["usage"]["prompt_tokens"] == upstream.requests[0]["prompt_tokens"]
