@@ -1,7 +1,7 @@
 """The conversation store through a real daemon: atomic writes (a real SQLite trigger
 makes a write fail part way), one daemon per data folder, a newer schema refused, the
 queued ledger writes kept at shutdown, odd search input, the bounded search total,
-short prefixes and the migration that indexes them, and the list cursor."""
+short and long prefixes and the migrations that index them, and the list cursor."""
 
 from __future__ import annotations
 
@@ -90,6 +90,7 @@ def test_failed_message_write_leaves_nothing(daemon: Daemon, sql: sqlite3.Connec
         == 0
     )
     assert sql.execute("SELECT COUNT(*) FROM search WHERE search MATCH 'POISON'").fetchone()[0] == 0
+    assert sql.execute("SELECT COUNT(*) FROM search_terms WHERE term='poison'").fetchone()[0] == 0
 
 
 def test_question_is_stored_before_the_first_delta(daemon: Daemon, sql: sqlite3.Connection) -> None:
@@ -293,7 +294,7 @@ def _ids(d: Daemon, query: str) -> list[str]:
 def test_short_prefixes_find_what_longer_ones_do_newest_first(daemon: Daemon) -> None:
     """A one-, two- or three-letter last word (read from the prefix index) lists the
     conversations with a word that starts so, accents folded, most recent match first,
-    as a four-letter one (read word by word) does."""
+    as a four-letter one (read as the words it starts) does."""
     apple = send(daemon, "[[reply:noted]] Apple pie")["conversation_id"]
     bread = send(daemon, "[[reply:noted]] bread rolls")["conversation_id"]
     eclair = send(daemon, "[[reply:noted]] Éclair recipe")["conversation_id"]
@@ -306,13 +307,47 @@ def test_short_prefixes_find_what_longer_ones_do_newest_first(daemon: Daemon) ->
     # "reply" is in every user message: each conversation by its latest one
     assert _ids(daemon, "r") == [apple, avocado, soup, eclair, bread]
     assert _ids(daemon, "bread r") == [bread]  # the other words whole, in the same text
+    assert _ids(daemon, "bread.rol") == [bread]  # two words in one: a phrase
     assert _ids(daemon, "x") == []
+
+
+def test_long_prefixes_find_the_words_of_every_write(
+    daemon: Daemon, sql: sqlite3.Connection
+) -> None:
+    """A last word of four letters or more is read as the words it starts, from the
+    store's list of words: those of a question, an answer, a new title and a fork's copy
+    are all in it, case and accents folded, and found most recent match first."""
+    first = send(daemon, "[[reply:Quixotic answer]] zeppelin Hangar")["conversation_id"]
+    second = send(daemon, "[[reply:noted]] zeppelins over Zürich")["conversation_id"]
+    assert _ids(daemon, "zepp") == _ids(daemon, "ZEPPE") == [second, first]
+    assert _ids(daemon, "hang") == _ids(daemon, "quixo") == [first]
+    assert _ids(daemon, "zuri") == _ids(daemon, "ZÜRI") == [second]
+    daemon.call("conversations/rename", {"id": first, "title": "Dirigible notes"})
+    assert _ids(daemon, "dirig") == [first]
+    fork = daemon.call("conversations/fork", {"id": first})["id"]
+    assert _ids(daemon, "hanga") == [fork, first]
+    assert _ids(daemon, "zeppelin hang") == [fork, first]  # whole words, then the prefix
+    assert _ids(daemon, "zeppelinx") == _ids(daemon, "over zepx") == []
+    terms = {t for (t,) in sql.execute("SELECT term FROM search_terms")}
+    assert {"zeppelin", "zeppelins", "hangar", "quixotic", "zurich", "dirigible"} <= terms
+
+
+def test_a_prefix_of_many_words_finds_them_all(daemon: Daemon) -> None:
+    """A long prefix that starts more words than are read as one OR (64) is still a
+    search, by FTS5's own prefix query: every conversation with one of them is found."""
+    words = [f"wxyz{i:03d}" for i in range(70)]
+    a = send(daemon, "[[reply:ok]] " + " ".join(words[:40]))["conversation_id"]
+    b = send(daemon, "[[reply:ok]] " + " ".join(words[40:]))["conversation_id"]
+    assert _ids(daemon, "wxyz") == _ids(daemon, "WXYZ0") == [b, a]
+    assert _ids(daemon, "wxyz00") == [a]  # 10 words
+    assert _ids(daemon, "wxyz06") == [b]
 
 
 def test_search_migration_keeps_every_row_and_indexes_prefixes(make_daemon: Any) -> None:
     """A store at schema version 3 (made by the real migrations 1-3) is brought to the
-    current version with every search row kept, rowids too, so every conversation is
-    found by a whole word and by a one-letter prefix, most recent match first."""
+    current version with every search row kept, rowids too, and every word listed, so
+    every conversation is found by a whole word, by a one-letter prefix and by a longer
+    one, most recent match first."""
     from assistantd.store import MIGRATIONS
 
     path = db_path()
@@ -361,8 +396,10 @@ def test_search_migration_keeps_every_row_and_indexes_prefixes(make_daemon: Any)
         assert "prefix='1 2 3'" in table
     finally:
         db.close()
-    assert "schema version 4" in d.stderr()
+    assert "schema version 4" in d.stderr() and "schema version 5" in d.stderr()
     assert _ids(d, "a") == ["c1", "c4"]  # apricot (newest), avocado; c1's apple is older
+    assert _ids(d, "bana") == ["c2"] and _ids(d, "AVOC") == ["c4"]
+    assert _ids(d, "ÉCLAI") == ["c3"] and _ids(d, "apric") == ["c1"]
     assert _ids(d, "b") == ["c4", "c2", "c1"]
     assert _ids(d, "e") == ["c3"]
     assert _ids(d, "r") == ["c4", "c3", "c2"]
