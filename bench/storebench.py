@@ -17,7 +17,7 @@ from procs import DaemonProc, Row, UpstreamProc, median
 
 RARE = "zebrafinch"  # in one conversation of 1,000
 ABSENT = "qqqnowhere"
-PREFIXES = ("1 letter", "2 letters", "3 letters", "4 letters")
+PREFIXES = ("1 letter", "2 letters", "3 letters", "4 letters", "5 letters")
 
 
 def _vocabulary(rng: random.Random, n: int) -> tuple[list[str], list[float]]:
@@ -180,7 +180,7 @@ def bench_store(
         queries = {"common": info["common"], "mid": info["mid"], "rare": RARE, "absent": ABSENT}
         # Search as you type: the first keystrokes of the commonest word (in nearly every
         # message), prefixes of many words; 1-3 letters are read from the prefix index,
-        # 4 as the word it starts (search_terms).
+        # 4 and 5 as the words they start (search_terms).
         for n, name in enumerate(PREFIXES, 1):
             queries[name] = info["common"][:n]
         call("conversations/list", {"limit": 50})  # warm the page cache once
