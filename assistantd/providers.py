@@ -884,21 +884,35 @@ def _new_http(
     hosts; without, the environment's proxy variables count, as for any httpx client.
     ``ca_bundle`` is trusted on top of the default certificates. A ``transport`` given
     replaces all of that (tests only)."""
+    import urllib.request
+
     import httpx2
 
     timeout = httpx2.Timeout(120.0, connect=net.connect_timeout_s)
-    limits = httpx2.Limits(  # the SDK's, but for how long an idle connection is kept
-        max_connections=1000, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_S
+    most, idle = 1000, 100  # the SDK's limits, but for how long an idle connection is kept
+    limits = httpx2.Limits(
+        max_connections=most, max_keepalive_connections=idle, keepalive_expiry=KEEPALIVE_S
     )
     common: dict[str, Any] = {"timeout": timeout, "follow_redirects": True}
     if transport is not None:
         return httpx2.AsyncClient(transport=transport, **common)
     if net.proxy is not None:
         client = httpx2.AsyncClient(transport=net.transport(limits=limits), **common)
-    else:
+    elif set(urllib.request.getproxies()) - {"no"}:  # the environment's: httpx routes them
         client = httpx2.AsyncClient(
             verify=net.ssl_context(), trust_env=True, limits=limits, **common
         )
+    else:  # the same limits in all, split among several pools (pools.py says why)
+        from assistantd.pools import POOLS, Pools
+
+        ctx = net.ssl_context()
+        each = httpx2.Limits(
+            max_connections=most // POOLS,
+            max_keepalive_connections=idle // POOLS,
+            keepalive_expiry=KEEPALIVE_S,
+        )
+        pools = Pools(lambda: httpx2.AsyncHTTPTransport(verify=ctx, limits=each))
+        client = httpx2.AsyncClient(transport=pools, **common)
     # The first connection would import anyio's asyncio backend on the event loop.
     importlib.import_module("anyio._backends._asyncio")
     return client
