@@ -35,11 +35,13 @@ PREFIX_EXPAND_FROM = 4  # shorter ones have the table's prefix index (migration 
 PREFIX_TERMS_MAX = 64
 
 # The search table's words, read through an fts5vocab table (which counts every posting
-# of each word on the way: about a second at 1M messages, once).
+# of each word on the way: about a second at 1M messages, once), and the row they are
+# listed up to.
 _FILL_TERMS = """
     CREATE VIRTUAL TABLE temp.search_vocab USING fts5vocab(main, search, 'row');
     INSERT OR IGNORE INTO search_terms SELECT term FROM temp.search_vocab;
     DROP TABLE temp.search_vocab;
+    UPDATE search_terms_upto SET upto = (SELECT COALESCE(MAX(rowid), 0) FROM search);
 """
 # A scratch FTS5 table (per connection, never on disk) that splits a text into words
 # exactly as the search table does (the same default tokenizer: folded case, accents).
@@ -119,14 +121,17 @@ MIGRATIONS: list[str] = [
         SELECT id, conversation_id, text FROM temp.search_old;
     DROP TABLE temp.search_old;
     """,
-    # 5: every word the search index holds (filled here from the index itself, then by
-    # ``Store._index``), so that a prefix of 4 letters or more, past the prefix index,
-    # is searched as the few words it starts, joined by OR, which FTS5 reads lazily,
-    # newest first. As a prefix query FTS5 merges every posting of those words before
-    # the first row (the commonest word at 1M messages: 60-80 ms; about 18 ms as OR).
-    # A deleted conversation's words stay: a word that matches nothing costs nothing.
+    # 5: every word the search index holds (filled here from the index itself, then
+    # brought up to date by the search that needs it: ``Store._list_new_words``), so that
+    # a prefix of 4 letters or more, past the prefix index, is searched as the few words
+    # it starts, joined by OR, which FTS5 reads lazily, newest first. As a prefix query
+    # FTS5 merges every posting of those words before the first row (the commonest word
+    # at 1M messages: 60-80 ms; about 18 ms as OR). A deleted conversation's words
+    # stay: a word that matches nothing costs nothing.
     f"""
     CREATE TABLE search_terms(term TEXT PRIMARY KEY) WITHOUT ROWID;
+    CREATE TABLE search_terms_upto(upto INTEGER NOT NULL);  -- one row: the search rowid
+    INSERT INTO search_terms_upto VALUES (0);
     {_FILL_TERMS}
     """,
 ]
@@ -452,6 +457,7 @@ class Store:
         tokens = self._tokens(word)
         if len(tokens) != 1 or len(tokens[0]) < PREFIX_EXPAND_FROM:
             return star
+        self._list_new_words()
         # Text compares as UTF-8 bytes, in code point order; U+10FFFF is no word's letter.
         terms = self.db.execute(
             "SELECT term FROM search_terms WHERE term >= ? AND term < ? LIMIT ?",
@@ -474,13 +480,28 @@ class Store:
             db.execute("INSERT INTO temp.search_tok(search_tok) VALUES ('delete-all')")
 
     def _index(self, cid: str, text: str) -> None:
-        """Make ``text`` searchable, its words in ``search_terms`` too (in the caller's
-        transaction, so both or neither are kept)."""
+        """Make ``text`` searchable. Its words are listed in ``search_terms`` later, by
+        the next search that needs them: listing them here cost a write 3x what the FTS5
+        row costs, and with 100 chats at once every question queues on this thread
+        before its first token goes out."""
+        self.db.execute("INSERT INTO search(conversation_id, text) VALUES (?, ?)", (cid, text))
+
+    def _list_new_words(self) -> None:
+        """Add the words of the search rows written since the last call to
+        ``search_terms``, all in one pass through the scratch tokenizer."""
         db = self.db
-        db.execute("INSERT INTO search(conversation_id, text) VALUES (?, ?)", (cid, text))
-        db.execute("INSERT INTO temp.search_tok(text) VALUES (?)", (text,))
-        db.execute("INSERT OR IGNORE INTO search_terms SELECT term FROM temp.search_tok_terms")
-        db.execute("INSERT INTO temp.search_tok(search_tok) VALUES ('delete-all')")
+        (upto,) = db.execute("SELECT upto FROM search_terms_upto").fetchone()
+        (top,) = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM search").fetchone()
+        if top <= upto:
+            return
+        with self._write():
+            db.execute(
+                "INSERT INTO temp.search_tok(text) SELECT text FROM search WHERE rowid > ?",
+                (upto,),
+            )
+            db.execute("INSERT OR IGNORE INTO search_terms SELECT term FROM temp.search_tok_terms")
+            db.execute("INSERT INTO temp.search_tok(search_tok) VALUES ('delete-all')")
+            db.execute("UPDATE search_terms_upto SET upto=?", (top,))
 
     def fill_terms(self) -> None:
         """Add the search table's words to ``search_terms``: for a bulk load that wrote
@@ -516,6 +537,12 @@ class Store:
         with self._write():
             cur = self.db.execute("DELETE FROM conversations WHERE id=?", (cid,))
             self.db.execute("DELETE FROM search WHERE conversation_id=?", (cid,))
+            # The next row may take a rowid of those deleted (the highest plus one):
+            # make sure it is not taken as listed already.
+            self.db.execute(
+                "UPDATE search_terms_upto SET upto ="
+                " MIN(upto, (SELECT COALESCE(MAX(rowid), 0) FROM search))"
+            )
         if cur.rowcount:
             self._changed(cid, "deleted")
         return cur.rowcount > 0

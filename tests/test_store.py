@@ -90,6 +90,7 @@ def test_failed_message_write_leaves_nothing(daemon: Daemon, sql: sqlite3.Connec
         == 0
     )
     assert sql.execute("SELECT COUNT(*) FROM search WHERE search MATCH 'POISON'").fetchone()[0] == 0
+    assert daemon.call("conversations/list", {"query": "poiso"})["total"] == 0
     assert sql.execute("SELECT COUNT(*) FROM search_terms WHERE term='poison'").fetchone()[0] == 0
 
 
@@ -330,6 +331,11 @@ def test_long_prefixes_find_the_words_of_every_write(
     assert _ids(daemon, "zeppelinx") == _ids(daemon, "over zepx") == []
     terms = {t for (t,) in sql.execute("SELECT term FROM search_terms")}
     assert {"zeppelin", "zeppelins", "hangar", "quixotic", "zurich", "dirigible"} <= terms
+    # The newest conversation deleted, the next message's search rows take its rowids:
+    # their words are listed all the same.
+    daemon.call("conversations/delete", {"id": fork})
+    third = send(daemon, "[[reply:noted]] marzipan figures")["conversation_id"]
+    assert _ids(daemon, "marzi") == [third]
 
 
 def test_a_prefix_of_many_words_finds_them_all(daemon: Daemon) -> None:
@@ -388,6 +394,7 @@ def test_search_migration_keeps_every_row_and_indexes_prefixes(make_daemon: Any)
     db.close()
 
     d: Daemon = make_daemon("")
+    assert _ids(d, "a") == ["c1", "c4"]  # queued behind the migrations: they are done
     db = sqlite3.connect(path)
     try:
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
