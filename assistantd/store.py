@@ -457,7 +457,11 @@ class Store:
         tokens = self._tokens(word)
         if len(tokens) != 1 or len(tokens[0]) < PREFIX_EXPAND_FROM:
             return star
-        self._list_new_words()
+        try:
+            self._list_new_words()
+        except sqlite3.Error as e:  # a search still answers, the slower way
+            log.warning("cannot list the new words for search: %s", e)
+            return star
         # Text compares as UTF-8 bytes, in code point order; U+10FFFF is no word's letter.
         terms = self.db.execute(
             "SELECT term FROM search_terms WHERE term >= ? AND term < ? LIMIT ?",

@@ -1,7 +1,8 @@
 """The conversation store through a real daemon: atomic writes (a real SQLite trigger
 makes a write fail part way), one daemon per data folder, a newer schema refused, the
 queued ledger writes kept at shutdown, odd search input, the bounded search total,
-short and long prefixes and the migrations that index them, and the list cursor."""
+short and long prefixes (a failure to list new words too) and the migrations that index
+them, and the list cursor."""
 
 from __future__ import annotations
 
@@ -336,6 +337,24 @@ def test_long_prefixes_find_the_words_of_every_write(
     daemon.call("conversations/delete", {"id": fork})
     third = send(daemon, "[[reply:noted]] marzipan figures")["conversation_id"]
     assert _ids(daemon, "marzi") == [third]
+
+
+def test_a_long_prefix_is_searched_when_its_words_cannot_be_listed(
+    daemon: Daemon, sql: sqlite3.Connection
+) -> None:
+    """When listing the new rows' words fails (a real trigger refuses it, as a full disk
+    would), a long prefix is still searched, by FTS5's own prefix query, and the
+    failure is logged."""
+    cid = send(daemon, "[[reply:noted]] quokka sightings")["conversation_id"]
+    sql.execute(
+        "CREATE TRIGGER refuse_listing BEFORE UPDATE ON search_terms_upto"
+        " BEGIN SELECT RAISE(ABORT, 'listing refused'); END"
+    )
+    assert _ids(daemon, "quokk") == [cid]
+    assert "cannot list the new words for search: listing refused" in daemon.stderr()
+    sql.execute("DROP TRIGGER refuse_listing")
+    assert _ids(daemon, "quokk") == [cid]  # listed now
+    assert sql.execute("SELECT COUNT(*) FROM search_terms WHERE term='quokka'").fetchone()[0]
 
 
 def test_a_prefix_of_many_words_finds_them_all(daemon: Daemon) -> None:
