@@ -3,11 +3,12 @@ least busy one.
 
 Each time a request starts or ends, httpcore looks at every idle connection of its pool
 and polls its socket (has the server closed it?). With 100 streams at once that is
-thousands of polls per burst, growing with the square of the streams: about a third of
-the event loop's time with short answers, and 0.69x the first-token p50 of one pool once
-split. Split in ``POOLS`` pools, a burst spreads evenly, and each pass polls only its own
-pool's idle connections. A lone request always takes the first pool, so the next message
-of a chat finds the connection the last one left open.
+thousands of polls per burst, growing with the square of the streams (10,100 for 100
+streams; about a third of the event loop's time with short answers). Split in ``POOLS``
+pools, a burst spreads evenly, and each pass polls only its own pool's idle connections
+(2,600 polls; with one-word answers the first-token p50 was 0.78x of one pool's). A
+lone request always takes the first pool, so the next message of a chat finds the
+connection the last one left open.
 """
 
 from __future__ import annotations

@@ -359,13 +359,14 @@ def test_a_long_prefix_is_searched_when_its_words_cannot_be_listed(
 
 def test_a_prefix_of_many_words_finds_them_all(daemon: Daemon) -> None:
     """A long prefix that starts more words than are read as one OR (64) is still a
-    search, by FTS5's own prefix query: every conversation with one of them is found."""
+    search, by FTS5's own prefix query: every conversation with one of them is found,
+    the one holding only the words past the 64th too."""
     words = [f"wxyz{i:03d}" for i in range(70)]
-    a = send(daemon, "[[reply:ok]] " + " ".join(words[:40]))["conversation_id"]
-    b = send(daemon, "[[reply:ok]] " + " ".join(words[40:]))["conversation_id"]
+    a = send(daemon, "[[reply:ok]] " + " ".join(words[:64]))["conversation_id"]
+    b = send(daemon, "[[reply:ok]] " + " ".join(words[64:]))["conversation_id"]
     assert _ids(daemon, "wxyz") == _ids(daemon, "WXYZ0") == [b, a]
     assert _ids(daemon, "wxyz00") == [a]  # 10 words
-    assert _ids(daemon, "wxyz06") == [b]
+    assert _ids(daemon, "wxyz06") == [b, a]  # 060-063 in a, 064-069 in b
 
 
 def test_search_migration_keeps_every_row_and_indexes_prefixes(make_daemon: Any) -> None:
@@ -413,7 +414,9 @@ def test_search_migration_keeps_every_row_and_indexes_prefixes(make_daemon: Any)
     db.close()
 
     d: Daemon = make_daemon("")
-    assert _ids(d, "a") == ["c1", "c4"]  # queued behind the migrations: they are done
+    # Queued behind the migrations, so they are done when it answers. Apricot is newest,
+    # then avocado; c1's apple is older.
+    assert _ids(d, "a") == ["c1", "c4"]
     db = sqlite3.connect(path)
     try:
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
@@ -423,7 +426,6 @@ def test_search_migration_keeps_every_row_and_indexes_prefixes(make_daemon: Any)
     finally:
         db.close()
     assert "schema version 4" in d.stderr() and "schema version 5" in d.stderr()
-    assert _ids(d, "a") == ["c1", "c4"]  # apricot (newest), avocado; c1's apple is older
     assert _ids(d, "bana") == ["c2"] and _ids(d, "AVOC") == ["c4"]
     assert _ids(d, "ÉCLAI") == ["c3"] and _ids(d, "apric") == ["c1"]
     assert _ids(d, "b") == ["c4", "c2", "c1"]
