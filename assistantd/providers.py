@@ -781,7 +781,12 @@ async def _transport_errors() -> AsyncIterator[None]:
     except httpx2.TimeoutException as e:
         raise TimedOut("Request timed out.") from e
     except (httpx2.RequestError, ssl.SSLError) as e:
-        raise ConnectionFailed("Connection error.") from e
+        failed = ConnectionFailed("Connection error.")
+        if "CERTIFICATE_VERIFY_FAILED" in str(e) or "certificate verify failed" in str(e):
+            # Say which: a user behind a TLS-inspecting proxy needs [network] ca_bundle.
+            why = str(e).partition("certificate verify failed: ")[2].partition(" (_ssl")[0]
+            failed.reason = f"its TLS certificate is not trusted ({why or 'verify failed'})"
+        raise failed from e
     except httpx2.HTTPError as e:
         raise OSError(str(e)) from e
 
@@ -902,17 +907,13 @@ def _new_http(
         client = httpx2.AsyncClient(
             verify=net.ssl_context(), trust_env=True, limits=limits, **common
         )
-    else:  # the same limits in all, split among several pools (pools.py says why)
-        from assistantd.pools import POOLS, Pools
+    else:  # plain HTTP/1.1 on asyncio (h1.py says why)
+        from assistantd.h1 import H1Transport
 
-        ctx = net.ssl_context()
-        each = httpx2.Limits(
-            max_connections=most // POOLS,
-            max_keepalive_connections=idle // POOLS,
-            keepalive_expiry=KEEPALIVE_S,
+        h1 = H1Transport(
+            net.ssl_context(), max_connections=most, max_idle=idle, keepalive_s=KEEPALIVE_S
         )
-        pools = Pools(lambda: httpx2.AsyncHTTPTransport(verify=ctx, limits=each))
-        client = httpx2.AsyncClient(transport=pools, **common)
+        client = httpx2.AsyncClient(transport=h1, **common)
     # The first connection would import anyio's asyncio backend on the event loop.
     importlib.import_module("anyio._backends._asyncio")
     return client
@@ -954,7 +955,9 @@ class DeltaRelay:
     """Hands a stream's deltas to ``on_delta`` in order, from a task of its own so that
     the stream never waits for the client. While one delta waits for a client that fell
     behind, those arriving meanwhile queue up and then go out together as one delta (its
-    text joined, its logprobs in order); a client that keeps up gets one per chunk."""
+    text joined, its logprobs in order). Chunks read together (one read of the
+    provider's stream) go out as one delta too; a client that keeps up with a provider
+    that sends chunk by chunk gets one per chunk."""
 
     def __init__(self, on_delta: OnDelta) -> None:
         self._on_delta = on_delta

@@ -222,6 +222,39 @@ def test_https_page_through_the_proxy_with_the_ca_bundle(
         assert "certificate" in e.value.message
 
 
+def test_a_provider_over_tls_streams_with_the_ca_bundle_and_is_refused_without(
+    make_daemon: Any, tmp_path: Path
+) -> None:
+    """A provider on HTTPS whose certificate only [network] ca_bundle vouches for streams
+    an answer on the daemon's own HTTP/1.1 transport (no proxy), and the next message
+    of the chat goes on the same TLS connection. Without ca_bundle the certificate is
+    refused, and the error says so."""
+    cert, tls = localhost_tls(tmp_path)
+    with Upstream(tls=tls) as up:
+        config = fake_provider_config(up, extra=f'\n[network]\nca_bundle = "{cert}"\n')
+        d: Daemon = make_daemon(config)
+        deltas: list[str] = []
+        with d.client() as c:
+            r = c.call(
+                "chat/send",
+                {"message": "over TLS [[words:40]]"},
+                on_notify=lambda m, p: deltas.append(p["text"]) if m == "chat/delta" else None,
+            )
+            assert r["text"] == " ".join(f"w{i}" for i in range(1, 41)) == "".join(deltas)
+            again = c.call(
+                "chat/send", {"message": "again", "conversation_id": r["conversation_id"]}
+            )
+        assert again["text"] == "You said: again"
+        assert len({q["peer"] for q in up.requests}) == 1  # one connection, kept
+        d.stop()
+        bare: Daemon = make_daemon(fake_provider_config(up))
+        with pytest.raises(RpcError) as e:
+            bare.call("chat/send", {"message": "refused"})
+        assert e.value.code == -32003
+        assert "TLS certificate is not trusted (self-signed certificate)" in e.value.message
+        assert len(up.requests) == 2  # the refused one never reached the server
+
+
 # -- carrying the shell's variables at install --------------------------------------------
 def install(tmp_path: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`assistantctl daemon install ARGS` with ``env`` as the shell's variables and no

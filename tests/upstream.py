@@ -36,6 +36,7 @@ import json
 import re
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -249,8 +250,10 @@ class Upstream:
         default_context_window: int = 1_000_000,
         host: str = "127.0.0.1",
         port: int = 0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.api_key = api_key
+        self.tls = tls  # with a context: HTTPS, its base URL named ``localhost``
         self.context_windows = dict(context_windows or {})
         self.default_context_window = default_context_window
         self.host, self.port = host, port
@@ -266,6 +269,8 @@ class Upstream:
     @property
     def base_url(self) -> str:
         """Return the OpenAI base URL, e.g. ``http://127.0.0.1:PORT/v1``."""
+        if self.tls is not None:
+            return f"https://localhost:{self.port}/v1"
         return f"http://{self.host}:{self.port}/v1"
 
     def reset(self) -> None:
@@ -278,7 +283,7 @@ class Upstream:
     # ----------------------------------------------------------------- lifecycle
     async def astart(self) -> Self:
         """Start listening in the running event loop."""
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
