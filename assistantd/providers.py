@@ -901,19 +901,21 @@ def _new_http(
     common: dict[str, Any] = {"timeout": timeout, "follow_redirects": True}
     if transport is not None:
         return httpx2.AsyncClient(transport=transport, **common)
-    if net.proxy is not None:
-        client = httpx2.AsyncClient(transport=net.transport(limits=limits), **common)
-    elif set(urllib.request.getproxies()) - {"no"}:  # the environment's: httpx routes them
-        client = httpx2.AsyncClient(
-            verify=net.ssl_context(), trust_env=True, limits=limits, **common
-        )
-    else:  # plain HTTP/1.1 on asyncio (h1.py says why)
+    if net.proxy is None and not set(urllib.request.getproxies()) - {"no"}:
+        # Plain HTTP/1.1 on asyncio (h1.py says why): it needs neither httpcore nor
+        # anyio's backend, so neither is imported before the first answer.
         from assistantd.h1 import H1Transport
 
         h1 = H1Transport(
             net.ssl_context(), max_connections=most, max_idle=idle, keepalive_s=KEEPALIVE_S
         )
-        client = httpx2.AsyncClient(transport=h1, **common)
+        return httpx2.AsyncClient(transport=h1, **common)
+    if net.proxy is not None:
+        client = httpx2.AsyncClient(transport=net.transport(limits=limits), **common)
+    else:  # the environment's proxies: httpx routes them
+        client = httpx2.AsyncClient(
+            verify=net.ssl_context(), trust_env=True, limits=limits, **common
+        )
     # The first connection would import anyio's asyncio backend on the event loop.
     importlib.import_module("anyio._backends._asyncio")
     return client
