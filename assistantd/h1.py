@@ -26,6 +26,9 @@ MAX_HEAD = 64 * 1024  # a response's status line and headers
 MAX_LINE = 4 * 1024  # a chunk-size line, a trailer line
 MAX_TRAILERS = 100
 PAUSE_AT = 1 << 20  # unread bytes past which the socket is not read until they are
+# The most of a body one read hands on: the reader (the relay) then decides whether to
+# read on, so a client that reads nothing holds up at most this much more per stream.
+MAX_PART = 64 * 1024
 
 _STATUS = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -415,7 +418,7 @@ class _Body(httpx2.AsyncByteStream):
         while left:
             if not conn.buf:
                 await self._more()
-            part = bytes(conn.buf[:left])
+            part = bytes(conn.buf[: min(left, MAX_PART)])
             conn.taken(len(part))
             left -= len(part)
             yield part
@@ -424,7 +427,7 @@ class _Body(httpx2.AsyncByteStream):
         conn = self._conn
         while True:
             if conn.buf:
-                part = bytes(conn.buf)
+                part = bytes(conn.buf[:MAX_PART])
                 conn.taken(len(part))
                 yield part
                 continue
@@ -434,12 +437,16 @@ class _Body(httpx2.AsyncByteStream):
                 return
 
     async def _chunked(self) -> AsyncIterator[bytes]:
-        """Decode chunks as they arrive; all the data already here goes out at once."""
+        """Decode chunks as they arrive; the data already here goes out at once, up to
+        ``MAX_PART`` at a time."""
         conn, buf, out = self._conn, self._conn.buf, bytearray()
         left = -1  # bytes of the current chunk still to come; -1: a size line is next
         while True:
+            if len(out) >= MAX_PART:
+                yield bytes(out)
+                out.clear()
             if left > 0 and buf:
-                n = min(left, len(buf))
+                n = min(left, len(buf), MAX_PART - len(out))
                 out += buf[:n]
                 conn.taken(n)
                 left -= n

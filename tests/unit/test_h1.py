@@ -13,7 +13,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from assistantd.h1 import H1Transport
+from assistantd.h1 import MAX_PART, H1Transport
 from tests.pages import localhost_tls
 from tests.upstream import Upstream
 
@@ -135,21 +135,36 @@ def test_length_close_and_bodyless_answers() -> None:
     asyncio.run(main())
 
 
-def test_a_large_body_is_read_whole_while_the_socket_pauses() -> None:
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+def test_a_large_body_is_read_whole_while_the_socket_pauses(framing: str) -> None:
+    """6 MiB read slowly: the socket pauses past 1 MiB unread and resumes, and no read
+    hands on more than ``MAX_PART`` (what bounds a stream whose client reads nothing)."""
     body = bytes(range(256)) * (6 * 4096)  # 6 MiB, past the 1 MiB pause mark
-    raw = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    if framing == "length":
+        raw = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    elif framing == "chunked":
+        step = 3000
+        chunks = b"".join(
+            b"%x\r\n%s\r\n" % (len(body[i : i + step]), body[i : i + step])
+            for i in range(0, len(body), step)
+        )
+        raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%s0\r\n\r\n" % chunks
+    else:
+        raw = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n%s" % body
 
     async def main() -> None:
-        async with Server(answers(raw)) as s:
-            got = bytearray()
+        async with Server(answers(raw, close=framing == "close")) as s:
+            got, sizes = bytearray(), []
             async with (
                 httpx2.AsyncClient(transport=transport()) as http,
                 http.stream("GET", s.url) as r,
             ):
-                async for part in r.aiter_bytes():
+                async for part in r.aiter_raw():
                     got += part
+                    sizes.append(len(part))
                     await asyncio.sleep(0.001)  # a slow reader: the buffer fills
             assert got == body
+            assert max(sizes) == MAX_PART  # the buffer held more, and it was split
 
     asyncio.run(main())
 
