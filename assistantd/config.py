@@ -136,8 +136,10 @@ class Config(_Strict):
     providers: dict[str, ProviderConfig] = {}
     models: dict[str, ModelConfig] = {}
     local: dict[str, LocalConfig] = {}
-    summarize: SummarizeConfig = SummarizeConfig()
-    network: NetworkConfig = NetworkConfig()
+    # Factories, not instances: an instance here would build validators at import, before
+    # the daemon has turned pydantic's plugins off (see __main__.py).
+    summarize: SummarizeConfig = Field(default_factory=SummarizeConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
     roles: dict[str, RoleConfig] = {}
 
 

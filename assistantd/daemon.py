@@ -439,9 +439,7 @@ def keep_forever(after: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    # Pydantic plugins (found through package entry points) would see every value the
-    # daemon validates, API keys included; the daemon uses none, so none is loaded.
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # see __main__.py
     parser = argparse.ArgumentParser(prog="assistantd", description="The assistantd daemon.")
     parser.add_argument(
         "--socket", help="socket path (default: $ASSISTANTD_SOCKET, config, runtime dir)"
