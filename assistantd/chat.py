@@ -286,7 +286,8 @@ class Chat:
             turn = self.resolve(params.model, params.provider, params.max_tokens, conv)
             loaded = await self._load(params, turn)
             await self._starting_local(turn.provider, ctx)
-            await self.providers.connection(turn.provider)  # fails early: no key, dead local server
+            # fails early: no key, dead local server
+            await self.providers.connection(turn.provider, keyring=False)
             conversation_var.set(cid)
             history = await self.store.run(self.store.messages, cid) if cid else []
             dangling = history[-1] if history and history[-1]["role"] == "user" else None

@@ -407,30 +407,40 @@ class Providers:
         if p.managed:
             return  # building its client would start the server
         try:
-            await (self.client(p) if self.sdk_ready else self.connection(p))
+            await (self.client(p) if self.sdk_ready else self.connection(p, keyring=False))
         except errors.RpcError as e:
             log.info("no client prepared for %s: %s", p.name, e.message)
 
-    async def connection(self, p: Provider) -> Connection:
+    async def connection(self, p: Provider, *, keyring: bool = True) -> Connection:
         """``p``'s key and HTTP client (no SDK needed), each made once: a client per
         network setting, a key per provider. On a cold daemon the client (httpx2's import,
         a TLS context) comes first, then the key (keyring's import, a D-Bus call): both
         are mostly Python holding the GIL, and made at the same time on two threads they
-        took 30-50 ms longer than one after the other."""
+        took 30-50 ms longer than one after the other. With ``keyring=False``, a keyless
+        provider whose key has not been read yet gets none from the keyring
+        (``_key_or_none``)."""
         net = Network() if p.managed else self.network
         http = await self._http(net, p)
         if p.managed:  # its key is the random one it was started with: no keyring call
             base_url = await self._base_url_hook(p) if self._base_url_hook else p.base_url
             key = self.local_keys.get(p.name, "no-key")
         else:
-            key, base_url = await self._key_or_none(p), p.base_url
+            key, base_url = await self._key_or_none(p, keyring), p.base_url
         ident = (base_url, key, p.timeout_s, net.connect_timeout_s)
         cached = self._clients.get(p.name)
         if cached is None or cached.ident != ident or cached.http is not http:
             cached = self._clients[p.name] = Connection(ident, http)
         return cached
 
-    async def _key_or_none(self, p: Provider) -> str:
+    async def _key_or_none(self, p: Provider, keyring: bool = True) -> str:
+        if not (keyring or p.needs_key or p.name in self._keys):
+            # A keyless provider's streamed request does not wait for the keyring (its
+            # import and a D-Bus call: 50-60 ms of a cold daemon's first answer; seconds,
+            # if the keyring is locked or hung). Its key is read when the provider asks
+            # for one (401/403: ``complete`` reads it and sends the request again), or
+            # when anything else reads keys (the SDK's client, built once the daemon is
+            # idle; ``keys/list``; ``providers/list``).
+            return keystore.env_key(p.key_env) or "no-key"
         key, _ = await self.key(p)
         if key is not None:
             return key
@@ -502,8 +512,9 @@ class Providers:
         would send it (``streaming = "http"``, the default), or through the SDK
         (``"sdk"``); one not streamed goes through the SDK. Everything after the request
         (reading, retries, errors) is shared."""
-        conn = await self.connection(p)
         sdk = await self.client(p) if not stream or self.stream_via_sdk() else None
+        conn = await self.connection(p, keyring=False) if sdk is None else None
+        asked_keyring = False
         kwargs: dict[str, Any] = {"model": model, "messages": messages}
         if temperature is not None:
             kwargs["temperature"] = temperature
@@ -532,7 +543,11 @@ class Providers:
             try:
                 try:
                     if stream:
-                        opened = _open_sdk(sdk, kwargs) if sdk else _open_http(conn, kwargs)
+                        if conn is not None:
+                            opened = _open_http(conn, kwargs)
+                        else:
+                            assert sdk is not None
+                            opened = _open_sdk(sdk, kwargs)
                         await self._stream(opened, out, shown.sink if shown else on_delta)
                         if shown is not None:
                             await shown.flush()
@@ -555,11 +570,25 @@ class Providers:
                     raise StreamBroken(self._map(p, e)) from None
                 if _context_exceeded(e):
                     raise ContextExceeded(str(e)) from None
+                sent = conn.ident[1] if conn else sdk.api_key if sdk else ""
+                if e.status_code in (401, 403) and conn and not asked_keyring:
+                    asked_keyring = True  # a keyless provider asks for the key not yet read
+                    if not (p.managed or p.needs_key or p.name in self._keys):
+                        key, source = await self.key(p)
+                        if key is not None and key != sent:
+                            log.info(
+                                "%s asked for a key (%d): sent again with the one from the %s",
+                                p.name,
+                                e.status_code,
+                                source,
+                            )
+                            conn = await self.connection(p)
+                            continue
                 if e.status_code == 401:
                     self.forget_keys(p.name)  # a key changed outside us is read afresh next time
                 wait = _retry_wait(e, attempt)
                 if wait is None or attempt >= RETRIES:
-                    raise self._map(p, e) from None
+                    raise self._map(p, e, keyless=sent == "no-key") from None
                 attempt += 1
                 log.info("%s: %s; retry %d in %.1f s", p.name, _what(e), attempt, wait)
                 await asyncio.sleep(wait)
@@ -685,9 +714,9 @@ class Providers:
             out.logprobs = [_logprob(e.model_dump()) for e in choice.logprobs.content]
             out.got_logprobs = True
 
-    def _map(self, p: Provider, e: Exception) -> errors.RpcError:
+    def _map(self, p: Provider, e: Exception, keyless: bool = False) -> errors.RpcError:
         """``e`` (an ``UpstreamFailure``, the SDK's error, or anything) as the contract's
-        error."""
+        error; ``keyless``: the request went without a key."""
         e = sdk_failure(e) or e
         if isinstance(e, ConnectionFailed) and p.local:
             if p.managed:  # its base_url is the manager's; the log says why it went away
@@ -714,7 +743,12 @@ class Providers:
             )
         if isinstance(e, UpstreamFailure) and e.status_code is not None:
             message = _error_message(e)
-            if e.status_code == 401:
+            if e.status_code == 401 and keyless:
+                message = (
+                    f"{p.name} asks for an API key (401): run `assistantctl keys set "
+                    f"{p.name}`: {message}"
+                )
+            elif e.status_code == 401:
                 message = f"{p.name} refused the API key (401): {message}"
             return errors.UpstreamError(
                 keystore.scrub(message),

@@ -282,7 +282,7 @@ class Summarizer:
         held: Held,
     ) -> SummarizeResult:
         try:
-            await self.providers.connection(run.turn.provider)  # no key: fail before fetching
+            await self.providers.connection(run.turn.provider, keyring=False)  # no key: fail early
             await load(run)
             if run.cid is None:
                 run.cid = await self.store.run(

@@ -77,6 +77,42 @@ def test_refused_key_is_401(
     d.call("keys/delete", {"provider": "fake"})
 
 
+def test_a_keyless_provider_asked_for_a_key_gets_the_stored_one(
+    secret_service: None, make_daemon: Any, keyed_upstream: tuple[Upstream, str]
+) -> None:
+    """A keyless provider (a local server, say) is sent no key until it asks for one: then
+    the key stored for it is read from the keyring and the request sent again with it,
+    and later requests carry it from the start."""
+    up, key = keyed_upstream
+    d: Daemon = make_daemon(fake_provider_config(up, name="keyless"))
+    try:
+        d.call("keys/set", {"provider": "keyless", "key": key})
+        seen = len(up.requests)
+        assert d.call("chat/send", {"message": "one"})["text"] == "You said: one"
+        sent = [r["headers"]["authorization"] for r in up.requests[seen:]]
+        assert sent == ["Bearer no-key", f"Bearer {key}"]
+        assert d.call("chat/send", {"message": "two"})["text"] == "You said: two"
+        assert up.requests[-1]["headers"]["authorization"] == f"Bearer {key}"
+        assert len(up.requests) == seen + 3
+    finally:
+        d.call("keys/delete", {"provider": "keyless"})
+
+
+def test_a_keyless_provider_that_asks_for_a_key_says_how_to_set_one(
+    secret_service: None, make_daemon: Any, keyed_upstream: tuple[Upstream, str]
+) -> None:
+    """A keyless provider that refuses a request without a key, none being stored, gives
+    -32002 status 401 that says which command sets one (not that a key was refused)."""
+    up, _ = keyed_upstream
+    d: Daemon = make_daemon(fake_provider_config(up, name="keyless"))
+    with pytest.raises(RpcError) as e:
+        d.call("chat/send", {"message": "hi"})
+    assert e.value.code == -32002 and e.value.data["status"] == 401
+    assert "keyless asks for an API key (401): run `assistantctl keys set keyless`" in (
+        e.value.message
+    )
+
+
 def test_env_fallback(make_daemon: Any, keyed_upstream: tuple[Upstream, str]) -> None:
     """With no key in the keyring, the provider's env var is used, and keys/list says env."""
     up, key = keyed_upstream
@@ -245,6 +281,30 @@ def _silent_bus(path: Path, held: list[Any]) -> Any:
 
     threading.Thread(target=accept, daemon=True).start()
     return srv
+
+
+def test_a_keyless_providers_answer_does_not_wait_for_a_hung_keyring(
+    make_daemon: Any, upstream: Upstream
+) -> None:
+    """A keyless provider's first answer does not wait for the keyring (which never
+    answers here): no keyring call is made for it, so none has failed."""
+    bus = Path(tempfile.mkdtemp(prefix="ad-bus-", dir="/tmp")) / "bus"
+    held: list[Any] = []
+    srv = _silent_bus(bus, held)
+    env = {"DBUS_SESSION_BUS_ADDRESS": f"unix:path={bus}"}
+    d: Daemon = make_daemon(fake_provider_config(upstream), env=env)
+    try:
+        t0 = time.monotonic()
+        assert d.call("chat/send", {"message": "quick"})["text"] == "You said: quick"
+        assert time.monotonic() - t0 < 4  # the keyring's timeout is 5 s
+        assert d.call("daemon/status")["keyring_error"] is None
+        assert upstream.requests[-1]["headers"]["authorization"] == "Bearer no-key"
+    finally:
+        d.call("daemon/shutdown")
+        d.proc.wait(5)
+        srv.close()
+        for conn in held:
+            conn.close()
 
 
 def test_hung_dbus_neither_blocks_requests_nor_exit(
