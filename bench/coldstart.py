@@ -9,6 +9,7 @@ it (``procs.ensure_install``)."""
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 import sys
@@ -174,6 +175,34 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float = 20) ->
         time.sleep(0.005)
 
 
+def _keyed(base: Path, cold: dict[str, str], inst: Install) -> tuple[UpstreamProc, Path] | None:
+    """An upstream that takes one key only, a config routing the bench's model to it as a
+    provider that needs a key, and that key in the keyring (as `keys set` stores it), so a
+    cold start reads it from there: what a user of OpenAI's API starts. None: no keyring."""
+    key = f"sk-bench-{secrets.token_hex(16)}"
+    stored = subprocess.run(
+        [
+            inst.python,
+            "-c",
+            "import sys, keyring; keyring.set_password('assistantd', 'keyed', sys.stdin.read())",
+        ],
+        input=key,
+        text=True,
+        capture_output=True,
+        env=cold,
+        timeout=60,
+    )
+    if stored.returncode != 0:
+        return None
+    up = UpstreamProc(ROOT, cold, api_key=key)
+    config = base / "keyed.toml"
+    config.write_text(
+        f'default_model = "{MODEL}"\n[providers.keyed]\nbase_url = "{up.base_url}"\n'
+        'models = ["fake-*"]\nneeds_key = true\n'
+    )
+    return up, config
+
+
 def _activated(env: dict[str, str], sock: Path, inst: Install) -> subprocess.Popen[bytes]:
     """``systemd-socket-activate`` holding ``sock``: the first connection execs the daemon
     on it in place, the way the socket unit starts the service."""
@@ -181,7 +210,7 @@ def _activated(env: dict[str, str], sock: Path, inst: Install) -> subprocess.Pop
     # bus, so the keyring answers; HOME, PATH, the locale), with the unit's own settings.
     # Without the bus address, each cold start paid keyring's search of every backend.
     given = ("DBUS_SESSION_BUS_ADDRESS", "HOME", "PATH", "LANG", "LC_ALL")
-    names = [k for k in env if k.startswith("XDG_") or k in given] + ["ASSISTANTD_SOCKET"]
+    names = [k for k in env if k.startswith("XDG_") or k in given or k.startswith("ASSISTANTD_")]
     return subprocess.Popen(
         [
             "systemd-socket-activate",
@@ -219,7 +248,13 @@ def bench_first_answer(
         "XDG_STATE_HOME": str(base / "coldstate"),
     }
     ctl = [*inst.assistantctl, "chat", PROMPT]
-    res: dict[str, list[float]] = {"autostart": [], "activation": [], "login": [], "sdk": []}
+    res: dict[str, list[float]] = {
+        "autostart": [],
+        "activation": [],
+        "activation_keyed": [],
+        "login": [],
+        "sdk": [],
+    }
     sdk = [inst.python, "-c", SDK_SCRIPT, up.base_url, PROMPT]
 
     def baseline(i: int) -> None:
@@ -239,12 +274,13 @@ def bench_first_answer(
     act_sock = run_dir / "activated.sock"
     act_env = {**cold, "ASSISTANTD_SOCKET": str(act_sock)}
     have_activate = shutil.which("systemd-socket-activate") is not None
-    for i in range(runs + 1 if have_activate else 0):
+
+    def activated(i: int, env: dict[str, str], into: str) -> None:
         baseline(i)
-        proc = _activated(act_env, act_sock, inst)
+        proc = _activated(env, act_sock, inst)
         try:
             _wait_for(act_sock, proc)
-            total = run_timed(ctl, act_env, ANSWER)[1]
+            total = run_timed(ctl, env, ANSWER)[1]
             _shutdown(act_sock)
             proc.wait(20)
         finally:
@@ -253,7 +289,18 @@ def bench_first_answer(
                 proc.wait()
         act_sock.unlink(missing_ok=True)
         if i:
-            res["activation"].append(total)
+            res[into].append(total)
+
+    for i in range(runs + 1 if have_activate else 0):
+        activated(i, act_env, "activation")
+    keyed = _keyed(base, cold, inst) if have_activate else None
+    try:
+        for i in range(runs + 1 if keyed else 0):
+            assert keyed is not None
+            activated(i, {**act_env, "ASSISTANTD_CONFIG": str(keyed[1])}, "activation_keyed")
+    finally:
+        if keyed:
+            keyed[0].stop()
 
     for i in range(runs + 1):
         state = base / f"loginstate{i}"
@@ -271,6 +318,7 @@ def bench_first_answer(
 
     m = {k: _ms(v) if v else None for k, v in res.items()}
     auto, act, login, sdk_ms = m["autostart"], m["activation"], m["login"], m["sdk"]
+    act_keyed = m["activation_keyed"]
     rows += [
         Row(
             S,
@@ -293,6 +341,18 @@ def bench_first_answer(
             else "cold openai SDK script (no systemd-socket-activate)",
             "≤ 0.5x",
             act is not None and sdk_ms is not None and act <= 0.5 * sdk_ms,
+        ),
+        Row(
+            S,
+            "socket activation, the provider's key read from the keyring",
+            act_keyed,
+            "ms",
+            sdk_ms,
+            "cold openai SDK script, paired"
+            if keyed
+            else "cold openai SDK script (no keyring or no systemd-socket-activate)",
+            "≤ 0.5x",
+            act_keyed is not None and sdk_ms is not None and act_keyed <= 0.5 * sdk_ms,
         ),
         Row(
             S,

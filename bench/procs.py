@@ -241,9 +241,16 @@ def run_timed(cmd: list[str], env: dict[str, str], expect: str = "") -> tuple[fl
 class UpstreamProc:
     """``python -m tests.upstream --port 0`` in its own process."""
 
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
+    def __init__(self, root: Path, env: dict[str, str], api_key: str | None = None) -> None:
         self.proc = subprocess.Popen(
-            [PY, "-m", "tests.upstream", "--port", "0"],
+            [
+                PY,
+                "-m",
+                "tests.upstream",
+                "--port",
+                "0",
+                *(["--api-key", api_key] if api_key else []),
+            ],
             cwd=root,
             env=env,
             stdout=subprocess.PIPE,
