@@ -287,16 +287,15 @@ def test_a_keyless_providers_answer_does_not_wait_for_a_hung_keyring(
     make_daemon: Any, upstream: Upstream
 ) -> None:
     """A keyless provider's first answer does not wait for the keyring (which never
-    answers here): no keyring call is made for it, so none has failed."""
+    answers here): no keyring call is made for it, so none has failed by the time the
+    answer is in (one made would have failed after 5 s, and said so in the status)."""
     bus = Path(tempfile.mkdtemp(prefix="ad-bus-", dir="/tmp")) / "bus"
     held: list[Any] = []
     srv = _silent_bus(bus, held)
     env = {"DBUS_SESSION_BUS_ADDRESS": f"unix:path={bus}"}
     d: Daemon = make_daemon(fake_provider_config(upstream), env=env)
     try:
-        t0 = time.monotonic()
         assert d.call("chat/send", {"message": "quick"})["text"] == "You said: quick"
-        assert time.monotonic() - t0 < 4  # the keyring's timeout is 5 s
         assert d.call("daemon/status")["keyring_error"] is None
         assert upstream.requests[-1]["headers"]["authorization"] == "Bearer no-key"
     finally:
