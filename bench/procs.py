@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 from dataclasses import asdict, dataclass
@@ -227,11 +228,17 @@ def run_timed(cmd: list[str], env: dict[str, str], expect: str = "") -> tuple[fl
         cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
     )
     assert p.stdout is not None and p.stderr is not None
+    # stderr drains on a thread: read after stdout, a command that wrote more than a
+    # pipe's 64 KiB to it (an import-time log, say) hung both processes.
+    errs: list[bytes] = []
+    drain = threading.Thread(target=lambda: errs.append(p.stderr.read()), daemon=True)
+    drain.start()
     first = os.read(p.stdout.fileno(), 1 << 16)
     t_first = time.perf_counter()
     out = first + p.stdout.read()
-    err = p.stderr.read()
     p.wait()
+    drain.join()
+    err = errs[0] if errs else b""
     t_end = time.perf_counter()
     if p.returncode != 0 or expect.encode() not in out:
         raise RuntimeError(f"{cmd[:3]} failed ({p.returncode}): {out[-200:]!r} {err[-500:]!r}")
