@@ -439,7 +439,6 @@ def keep_forever(after: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # see __main__.py
     parser = argparse.ArgumentParser(prog="assistantd", description="The assistantd daemon.")
     parser.add_argument(
         "--socket", help="socket path (default: $ASSISTANTD_SOCKET, config, runtime dir)"

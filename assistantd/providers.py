@@ -432,8 +432,13 @@ class Providers:
             cached = self._clients[p.name] = Connection(ident, http)
         return cached
 
+    def _key_unread(self, p: Provider) -> bool:
+        """Whether ``p`` is a keyless provider whose key the keyring has not been asked
+        for yet (so its requests go without one; see ``_key_or_none``)."""
+        return not (p.managed or p.needs_key or p.name in self._keys)
+
     async def _key_or_none(self, p: Provider, keyring: bool = True) -> str:
-        if not (keyring or p.needs_key or p.name in self._keys):
+        if not keyring and self._key_unread(p):
             # A keyless provider's streamed request does not wait for the keyring (its
             # import and a D-Bus call: 50-60 ms of a cold daemon's first answer; seconds,
             # if the keyring is locked or hung). Its key is read when the provider asks
@@ -514,7 +519,6 @@ class Providers:
         (reading, retries, errors) is shared."""
         sdk = await self.client(p) if not stream or self.stream_via_sdk() else None
         conn = await self.connection(p, keyring=False) if sdk is None else None
-        asked_keyring = False
         kwargs: dict[str, Any] = {"model": model, "messages": messages}
         if temperature is not None:
             kwargs["temperature"] = temperature
@@ -571,19 +575,18 @@ class Providers:
                 if _context_exceeded(e):
                     raise ContextExceeded(str(e)) from None
                 sent = conn.ident[1] if conn else sdk.api_key if sdk else ""
-                if e.status_code in (401, 403) and conn and not asked_keyring:
-                    asked_keyring = True  # a keyless provider asks for the key not yet read
-                    if not (p.managed or p.needs_key or p.name in self._keys):
-                        key, source = await self.key(p)
-                        if key is not None and key != sent:
-                            log.info(
-                                "%s asked for a key (%d): sent again with the one from the %s",
-                                p.name,
-                                e.status_code,
-                                source,
-                            )
-                            conn = await self.connection(p)
-                            continue
+                if e.status_code in (401, 403) and conn and self._key_unread(p):
+                    # A keyless provider asks for the key not yet read: read it, send again.
+                    key, source = await self.key(p)  # read once: no longer unread after
+                    if key is not None and key != sent:
+                        log.info(
+                            "%s asked for a key (%d): sent again with the one from the %s",
+                            p.name,
+                            e.status_code,
+                            source,
+                        )
+                        conn = await self.connection(p)
+                        continue
                 if e.status_code == 401:
                     self.forget_keys(p.name)  # a key changed outside us is read afresh next time
                 wait = _retry_wait(e, attempt)
