@@ -54,8 +54,13 @@ class Keys:
         """Store a provider's API key in the OS keyring."""
         self.providers.get(p.provider)
         key = p.key.strip()
-        if not key or any(c.isspace() for c in key):
-            raise errors.InvalidParams("a key has no spaces or newlines", reason="bad_key")
+        # A key goes into an HTTP header: one with a space, a control character (an
+        # escape sequence pasted along) or a non-ASCII one could never be sent.
+        if not key or not (key.isascii() and key.isprintable()) or " " in key:
+            raise errors.InvalidParams(
+                "a key is printable ASCII, without spaces, newlines or control characters",
+                reason="bad_key",
+            )
         try:
             await keystore.set_key(p.provider, key)
         except keystore.KeyringUnavailable as e:

@@ -170,6 +170,21 @@ def test_ctl_keys_set_reads_stdin(secret_service: None, daemon: Daemon) -> None:
     daemon.call("keys/delete", {"provider": "fake"})
 
 
+@pytest.mark.parametrize(
+    "key", ["sk-two words", "sk-line\nbreak", "sk-\x1b]52;c;ZXZpbA==\x07x", "sk-clé-0123456"]
+)
+def test_a_key_that_cannot_go_in_a_header_is_refused(
+    secret_service: None, daemon: Daemon, key: str
+) -> None:
+    """keys/set refuses a key with a space, a newline, a control character (an escape
+    sequence pasted along) or a non-ASCII one, and stores nothing."""
+    with pytest.raises(RpcError) as e:
+        daemon.call("keys/set", {"provider": "fake", "key": key})
+    assert e.value.code == -32602 and e.value.data["reason"] == "bad_key"
+    assert "printable ASCII" in e.value.message
+    assert _lookup("fake") == ""
+
+
 def test_unknown_provider_key(daemon: Daemon) -> None:
     """keys/set for a provider that does not exist is -32004."""
     with pytest.raises(RpcError) as e:
