@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets as pysecrets
 import signal
@@ -59,6 +60,83 @@ def test_key_round_trip_in_keyring(
     assert d.call("keys/delete", {"provider": "fake"}) == {"provider": "fake", "deleted": True}
     assert _lookup("fake") == ""
     assert d.call("keys/delete", {"provider": "fake"})["deleted"] is False
+
+
+_READ = """
+import asyncio, json, sys
+from assistantd import keystore
+try:
+    found = asyncio.run(keystore.get_key(sys.argv[1]))
+except keystore.KeyringUnavailable as e:
+    found = "unavailable: " + str(e)
+print(json.dumps([found, sorted(m for m in ("keyring", "secretstorage", "cryptography")
+                                if m in sys.modules)]))
+"""
+
+
+def _read_key(provider: str, env: dict[str, str] | None = None) -> tuple[str | None, list[str]]:
+    """A key read as the daemon reads one, in a fresh process: (the key, which of keyring,
+    secretstorage and cryptography it imported)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _READ, provider],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+    assert out.returncode == 0, out.stderr
+    found, imported = json.loads(out.stdout)
+    return found, imported
+
+
+def test_a_key_is_read_from_the_secret_service_without_keyring(secret_service: None) -> None:
+    """A key keyring stored (with its `application` attribute) and one another tool stored
+    with the same two attributes are both read straight from the Secret Service, with none
+    of keyring, secretstorage or cryptography imported; a missing one is None the same way."""
+    import keyring
+
+    stored = f"sk-kr-{pysecrets.token_hex(12)}"
+    keyring.set_password("assistantd", "via-keyring", stored)
+    other = f"sk-st-{pysecrets.token_hex(12)}"
+    subprocess.run(
+        ["secret-tool", "store", "--label", "x", "service", "assistantd", "username", "via-tool"],
+        input=other,
+        text=True,
+        check=True,
+        timeout=10,
+    )
+    try:
+        assert _read_key("via-keyring") == (stored, [])
+        assert _read_key("via-tool") == (other, [])
+        assert _read_key("nobody") == (None, [])
+    finally:
+        keyring.delete_password("assistantd", "via-keyring")
+        keyring.delete_password("assistantd", "via-tool")
+
+
+def test_a_keyring_backend_the_user_chose_is_still_used(
+    secret_service: None, tmp_path: Path
+) -> None:
+    """keyring's config file or PYTHON_KEYRING_BACKEND choosing another backend is obeyed:
+    the key in the Secret Service is not read around that choice."""
+    import keyring
+
+    keyring.set_password("assistantd", "chosen", "sk-chosen-0123456789")
+    try:
+        (tmp_path / "python_keyring").mkdir()
+        (tmp_path / "python_keyring" / "keyringrc.cfg").write_text(
+            "[backend]\ndefault-keyring=keyring.backends.null.Keyring\n"
+        )
+        assert _read_key("chosen", {"XDG_CONFIG_HOME": str(tmp_path)}) == (None, ["keyring"])
+        found, imported = _read_key(
+            "chosen", {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
+        )
+        assert found is not None and found.startswith("unavailable: no OS keyring")
+        assert "keyring" in imported
+        assert _read_key("chosen") == ("sk-chosen-0123456789", [])
+    finally:
+        keyring.delete_password("assistantd", "chosen")
 
 
 def test_refused_key_is_401(
