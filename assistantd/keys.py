@@ -54,9 +54,7 @@ class Keys:
         """Store a provider's API key in the OS keyring."""
         self.providers.get(p.provider)
         key = p.key.strip()
-        # A key goes into an HTTP header: one with a space, a control character (an
-        # escape sequence pasted along) or a non-ASCII one could never be sent.
-        if not key or not (key.isascii() and key.isprintable()) or " " in key:
+        if not keystore.sendable(key):
             raise errors.InvalidParams(
                 "a key is printable ASCII, without spaces, newlines or control characters",
                 reason="bad_key",

@@ -136,8 +136,16 @@ async def _run(func_name: str, *args: str) -> Any:
         raise KeyringUnavailable(f"the OS keyring did not answer within {TIMEOUT_S:g} s") from None
 
 
+def sendable(key: str) -> bool:
+    """Whether ``key`` can go in an HTTP header: printable ASCII, no space. One with a
+    control character (an escape sequence pasted along) or a non-ASCII one never could."""
+    return bool(key) and key.isascii() and key.isprintable() and " " not in key
+
+
 async def get_key(provider: str) -> str | None:
-    value = await _run("get_password", provider)
+    """The stored key, without the newline ``echo KEY | secret-tool store`` keeps."""
+    value: str | None = await _run("get_password", provider)
+    value = value.strip() if value else None
     if value:
         remember(value)
     return value or None
@@ -159,7 +167,7 @@ async def delete_key(provider: str) -> bool:
 
 
 def env_key(env_var: str | None) -> str | None:
-    value = os.environ.get(env_var) if env_var else None
+    value = os.environ.get(env_var, "").strip() if env_var else None
     if value:
         remember(value)
     return value or None

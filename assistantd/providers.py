@@ -445,9 +445,23 @@ class Providers:
             # for one (401/403: ``complete`` reads it and sends the request again), or
             # when anything else reads keys (the SDK's client, built once the daemon is
             # idle; ``keys/list``; ``providers/list``).
-            return keystore.env_key(p.key_env) or "no-key"
-        key, _ = await self.key(p)
+            key, source = keystore.env_key(p.key_env), "env"
+        else:
+            key, source = await self.key(p)
         if key is not None:
+            if not keystore.sendable(key):
+                where, fix = (
+                    (f"${p.key_env}", f"fix ${p.key_env}, or store one with")
+                    if source == "env"
+                    else ("the keyring", "set it again with")
+                )
+                raise errors.NoApiKey(
+                    f"{p.name}'s key in {where} cannot go in an HTTP header (it holds a space, "
+                    f"a control character or a non-ASCII one): {fix} "
+                    f"`assistantctl keys set {p.name}`",
+                    provider=p.name,
+                    reason="bad_key",
+                )
             return key
         if p.needs_key:
             where = f" or ${p.key_env}" if p.key_env else ""

@@ -263,6 +263,66 @@ def test_a_key_that_cannot_go_in_a_header_is_refused(
     assert _lookup("fake") == ""
 
 
+def test_a_key_read_with_a_newline_is_sent_without_it(
+    secret_service: None, make_daemon: Any, keyed_upstream: tuple[Upstream, str]
+) -> None:
+    """A key stored by `echo KEY | secret-tool store` (a newline kept) or exported with one
+    is sent without it, as keys/set would have stored it."""
+    up, key = keyed_upstream
+    d: Daemon = make_daemon(
+        fake_provider_config(up, needs_key=True), env={"FAKE_API_KEY": f"{key}\n"}
+    )
+    assert d.call("chat/send", {"message": "env"})["text"] == "You said: env"
+    subprocess.run(
+        ["secret-tool", "store", "--label", "x", "service", "assistantd", "username", "fake"],
+        input=f"{key}\n",
+        text=True,
+        check=True,
+        timeout=10,
+    )
+    try:
+        d.call("daemon/reload")
+        assert d.call("chat/send", {"message": "kr"})["text"] == "You said: kr"
+        assert up.requests[-1]["headers"]["authorization"] == f"Bearer {key}"
+        listed = {k["provider"]: k for k in d.call("keys/list")["keys"]}
+        assert listed["fake"]["source"] == "keyring"
+    finally:
+        d.call("keys/delete", {"provider": "fake"})
+
+
+@pytest.mark.parametrize("where", ["env", "keyring"])
+def test_a_key_stored_elsewhere_that_cannot_go_in_a_header_is_named(
+    secret_service: None, make_daemon: Any, upstream: Upstream, where: str
+) -> None:
+    """A key that keys/set would have refused, set in the env var or stored by another tool,
+    fails the request with -32001 `bad_key` naming where it is and how to fix it (it failed
+    as "connection failed" after three tries), without the key in the message; the daemon
+    keeps serving."""
+    bad = "sk-\x1b]52;c;ZXZpbA==\x07-0123456789"
+    env = {"FAKE_API_KEY": bad} if where == "env" else {}
+    d: Daemon = make_daemon(fake_provider_config(upstream, needs_key=True), env=env)
+    if where == "keyring":
+        subprocess.run(
+            ["secret-tool", "store", "--label", "x", "service", "assistantd", "username", "fake"],
+            input=bad,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+    try:
+        with pytest.raises(RpcError) as e:
+            d.call("chat/send", {"message": "hi"})
+        assert e.value.code == -32001 and e.value.data["reason"] == "bad_key"
+        named = "$FAKE_API_KEY" if where == "env" else "the keyring"
+        assert f"fake's key in {named} cannot go in an HTTP header" in e.value.message
+        assert "assistantctl keys set fake" in e.value.message
+        assert "ZXZpbA" not in e.value.message and upstream.requests == []
+        assert d.call("daemon/status")["pid"] > 0
+    finally:
+        if where == "keyring":
+            d.call("keys/delete", {"provider": "fake"})
+
+
 def test_unknown_provider_key(daemon: Daemon) -> None:
     """keys/set for a provider that does not exist is -32004."""
     with pytest.raises(RpcError) as e:
