@@ -62,6 +62,18 @@ def test_key_round_trip_in_keyring(
     assert d.call("keys/delete", {"provider": "fake"})["deleted"] is False
 
 
+def _store_with_secret_tool(provider: str, secret: str) -> None:
+    """Store a key as another tool would (secret-tool: the same two attributes as keyring,
+    no `application`), byte for byte."""
+    subprocess.run(
+        ["secret-tool", "store", "--label", "x", "service", "assistantd", "username", provider],
+        input=secret,
+        text=True,
+        check=True,
+        timeout=10,
+    )
+
+
 _READ = """
 import asyncio, json, sys
 from assistantd import keystore
@@ -99,13 +111,7 @@ def test_a_key_is_read_from_the_secret_service_without_keyring(secret_service: N
     stored = f"sk-kr-{pysecrets.token_hex(12)}"
     keyring.set_password("assistantd", "via-keyring", stored)
     other = f"sk-st-{pysecrets.token_hex(12)}"
-    subprocess.run(
-        ["secret-tool", "store", "--label", "x", "service", "assistantd", "username", "via-tool"],
-        input=other,
-        text=True,
-        check=True,
-        timeout=10,
-    )
+    _store_with_secret_tool("via-tool", other)
     try:
         assert _read_key("via-keyring") == (stored, [])
         assert _read_key("via-tool") == (other, [])
@@ -273,13 +279,7 @@ def test_a_key_read_with_a_newline_is_sent_without_it(
         fake_provider_config(up, needs_key=True), env={"FAKE_API_KEY": f"{key}\n"}
     )
     assert d.call("chat/send", {"message": "env"})["text"] == "You said: env"
-    subprocess.run(
-        ["secret-tool", "store", "--label", "x", "service", "assistantd", "username", "fake"],
-        input=f"{key}\n",
-        text=True,
-        check=True,
-        timeout=10,
-    )
+    _store_with_secret_tool("fake", f"{key}\n")
     try:
         d.call("daemon/reload")
         assert d.call("chat/send", {"message": "kr"})["text"] == "You said: kr"
@@ -302,13 +302,7 @@ def test_a_key_stored_elsewhere_that_cannot_go_in_a_header_is_named(
     env = {"FAKE_API_KEY": bad} if where == "env" else {}
     d: Daemon = make_daemon(fake_provider_config(upstream, needs_key=True), env=env)
     if where == "keyring":
-        subprocess.run(
-            ["secret-tool", "store", "--label", "x", "service", "assistantd", "username", "fake"],
-            input=bad,
-            text=True,
-            check=True,
-            timeout=10,
-        )
+        _store_with_secret_tool("fake", bad)
     try:
         with pytest.raises(RpcError) as e:
             d.call("chat/send", {"message": "hi"})
