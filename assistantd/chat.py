@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import PurePath
 from typing import Any, Literal
 
@@ -202,13 +203,13 @@ class Chat:
         store: Store,
         providers: Providers,
         ledger: Ledger,
-        default_model: Any,
+        default_model: Callable[[], Awaitable[str]],
         roles: Roles,
     ) -> None:
         self.store = store
         self.providers = providers
         self.ledger = ledger
-        self.default_model = default_model  # callable: () -> str, decided by the daemon
+        self.default_model = default_model  # decided by the daemon
         self.roles = roles
         self.locks = ConversationLocks()  # shared with summarize: one request per conversation
         self.blobs = Blobs(store.path.parent / "blobs")
@@ -222,7 +223,7 @@ class Chat:
             raise errors.NotFound("no such conversation", kind="conversation", id=cid)
         return conv
 
-    def resolve(
+    async def resolve(
         self,
         model: str | None,
         provider: str | None,
@@ -235,7 +236,7 @@ class Chat:
             named = self.providers.get(provider)
             if named.managed and named.models:
                 model = named.models[0]
-        model = model or self.default_model()
+        model = model or await self.default_model()
         p = self.providers.route(model, provider)
         window = self.providers.context_window(p, model)
         reserve = max_tokens or min(1024, window // 4)
@@ -283,7 +284,7 @@ class Chat:
         stored = False
         loaded: list[Loaded] = []
         try:
-            turn = self.resolve(params.model, params.provider, params.max_tokens, conv)
+            turn = await self.resolve(params.model, params.provider, params.max_tokens, conv)
             loaded = await self._load(params, turn)
             await self._starting_local(turn.provider, ctx)
             # fails early: no key, dead local server

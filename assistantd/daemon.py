@@ -137,7 +137,9 @@ class Daemon:
         self.providers.on_usage = self.ledger.record
         self.usage = Reports(self.store)
         self.roles = Roles(lambda: self.config)
-        self.chat = Chat(self.store, self.providers, self.ledger, self.default_model, self.roles)
+        self.chat = Chat(
+            self.store, self.providers, self.ledger, self.request_default_model, self.roles
+        )
         self.summarizer = Summarizer(
             self.store, self.providers, self.chat, lambda: self.config.summarize
         )
@@ -219,6 +221,12 @@ class Daemon:
 
     def default_model(self) -> str:
         return self.default_model_and_source()[0]
+
+    async def request_default_model(self) -> str:
+        """The default model for a request: once the keyring has said which providers
+        have keys, where that decides it."""
+        await self.local.keys_known()
+        return self.default_model()
 
     def default_model_and_source(self) -> tuple[str, Literal["config", "local", "fallback"]]:
         """The model a request that names none gets, and where that choice comes from."""
@@ -371,7 +379,7 @@ class Daemon:
         first answer, in plain HTTP, is not slowed by it."""
         try:
             try:
-                default = self.providers.route(self.default_model())
+                default = self.providers.route(await self.request_default_model())
                 await self.providers.prepare(default)
             finally:
                 self.prepared.set()

@@ -136,6 +136,8 @@ class LocalServers:
         self._tg: asyncio.TaskGroup | None = None
         self._keyring_keys: set[str] = set()
         self._keys_read_at = float("-inf")
+        self._keys_read = False  # whether _keyring_keys has been read since start
+        self._keys_lock = asyncio.Lock()
         self._sync()
 
     # -- config ----------------------------------------------------------------------
@@ -198,8 +200,24 @@ class LocalServers:
                 return None
         return llama.BUILTIN_ALIAS
 
-    async def refresh_keys(self) -> None:
+    def keys_decide_default(self) -> bool:
+        """Whether the default model depends on which providers have keys."""
+        return self.builtin_active() and not self.config.default_model
+
+    async def keys_known(self) -> None:
+        """Have the keyring read once, if the default model depends on it: until then a
+        cold daemon's first question went to the bundled model even with a provider's
+        key stored (a key in an env var was seen at once)."""
+        if not self._keys_read and self.keys_decide_default():
+            await self.refresh_keys(unless_read=True)
+
+    async def refresh_keys(self, *, unless_read: bool = False) -> None:
         """Which remote providers have a key in the OS keyring (for ``no_key_default``)."""
+        async with self._keys_lock:  # a read in flight is waited for, not repeated
+            if not (unless_read and self._keys_read):
+                await self._read_keys()
+
+    async def _read_keys(self) -> None:
         self._keys_read_at = time.monotonic()
         if self.providers is None:
             return
@@ -216,7 +234,7 @@ class LocalServers:
             for p in self.providers.by_name.values():
                 if p.needs_key and not p.local:
                     tg.create_task(one(p.name))
-        self._keyring_keys = found
+        self._keyring_keys, self._keys_read = found, True
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -236,8 +254,7 @@ class LocalServers:
 
     async def _tick(self) -> None:
         now = time.monotonic()
-        wanted = self.builtin_active() and not self.config.default_model
-        if wanted and now - self._keys_read_at > KEYS_EVERY_S:
+        if self.keys_decide_default() and now - self._keys_read_at > KEYS_EVERY_S:
             self._keys_read_at = now
             self._spawn(self.refresh_keys())  # the keyring may be slow: not in the tick
         for s in list(self.servers.values()):

@@ -263,7 +263,7 @@ class Summarizer:
     ) -> SummarizeResult:
         role = self.chat.roles.get(params.role or SUMMARIZE)
         model, provider = params.model or role.model, params.provider or role.provider
-        turn = self.chat.resolve(model, provider, role.max_tokens, conv)
+        turn = await self.chat.resolve(model, provider, role.max_tokens, conv)
         run = _Run(ctx, turn, params, self.settings().concurrency, role)
         if conv:
             run.cid = conv["id"]

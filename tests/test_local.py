@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from assistantd import llama, prompt
-from assistantd.client import RpcError
+from assistantd.client import DaemonUnavailable, RpcError
 from assistantd.llama import free_port
 from assistantd.prompt import TEMPLATE_TOKENS
 from tests import llama_env
@@ -359,6 +359,34 @@ def test_a_key_turns_the_no_key_default_off(make_daemon: Any) -> None:
     """With an OpenAI key in the environment the default model stays the remote one."""
     d = make_daemon("", env={**NO_KEYRING, "OPENAI_API_KEY": "sk-test-0000000000000000"})
     assert d.call("daemon/status")["default_model"] == "gpt-4.1"
+
+
+def test_a_key_in_the_keyring_turns_the_no_key_default_off_for_the_first_question(
+    secret_service: None, make_daemon: Any, upstream: Upstream
+) -> None:
+    """With an OpenAI key in the keyring (none in the environment) and no default model,
+    the first question a cold daemon is asked, sent the moment its socket answers, goes to
+    OpenAI, not to the bundled model (it did until the keyring had been read)."""
+    import keyring
+
+    key = "sk-first-0123456789abcdef"
+    keyring.set_password("assistantd", "openai", key)
+    try:
+        config = f'[providers.openai]\nbase_url = "{upstream.base_url}"\n'
+        d: Daemon = make_daemon(config, wait=False)
+        deadline = time.monotonic() + 20
+        while True:  # the first request this daemon is sent is the question
+            try:
+                r = d.call("chat/send", {"message": "first"})
+                break
+            except DaemonUnavailable:
+                assert time.monotonic() < deadline, d.stderr()
+                time.sleep(0.005)
+        assert (r["model"], r["provider"], r["text"]) == ("gpt-4.1", "openai", "You said: first")
+        assert upstream.requests[-1]["headers"]["authorization"] == f"Bearer {key}"
+        assert d.call("daemon/status")["default_model"] == "gpt-4.1"
+    finally:
+        keyring.delete_password("assistantd", "openai")
 
 
 def test_ignored_logprobs_give_a_warning(daemon: Daemon, upstream: Upstream) -> None:
