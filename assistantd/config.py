@@ -22,6 +22,22 @@ class _Strict(Model):
 ProviderKind = Literal["openai", "llama-server", "lmstudio", "ollama"]
 
 
+def _http_url(value: str | None, what: str, example: str) -> str | None:
+    """``value`` if it is an http(s) URL with a host (and a port that is a number)."""
+    from urllib.parse import urlsplit
+
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        raise ValueError(f"not a URL ({example})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} is an http:// or https:// URL with a host ({example})")
+    return value
+
+
 class ProviderConfig(_Strict):
     base_url: str | None = None
     models: list[str] | None = None
@@ -37,6 +53,11 @@ class ProviderConfig(_Strict):
     # PDFs as file parts ({"type": "file", "file": {filename, file_data}}); else the
     # text the daemon extracts from them. Presets: the openai one only.
     pdf_input: bool | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        return _http_url(value, "a provider's base_url", "http://localhost:1234/v1")
 
 
 class ModelConfig(_Strict):
@@ -92,18 +113,7 @@ class NetworkConfig(_Strict):
     @field_validator("proxy")
     @classmethod
     def _proxy_url(cls, value: str | None) -> str | None:
-        from urllib.parse import urlsplit
-
-        if value is None:
-            return None
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 (raises on a bad port)
-        except ValueError:
-            raise ValueError("not a URL (http://host:port)") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("a proxy is an http:// or https:// URL with a host (http://host:port)")
-        return value
+        return _http_url(value, "a proxy", "http://host:port")
 
 
 class RoleConfig(_Strict):

@@ -20,6 +20,22 @@ def test_unknown_key_names_key_and_line() -> None:
     assert "c.toml:line 5: providers.fake.base_ur1" in str(e.value)
 
 
+@pytest.mark.parametrize(
+    "url", ["", "localhost:1234/v1", "ftp://h/v1", "http:///v1", "http://h:99999999/v1"]
+)
+def test_a_base_url_that_is_no_http_url_names_key_and_line(url: str) -> None:
+    """A provider's base_url without a scheme (`localhost:1234/v1`), of another scheme,
+    without a host or with a bad port is refused at load, naming the key and its line (it
+    loaded, and every request failed as "cannot reach")."""
+    text = f'default_model = "x"\n[providers.lm]\nbase_url = "{url}"\n'
+    with pytest.raises(config.ConfigError) as e:
+        config.parse(text, "c.toml")
+    assert "c.toml:line 3: providers.lm.base_url" in str(e.value)
+    assert "http://localhost:1234/v1" in str(e.value)
+    good = config.parse('[providers.lm]\nbase_url = "http://127.0.0.1:1234/v1"\n')
+    assert good.providers["lm"].base_url == "http://127.0.0.1:1234/v1"
+
+
 def test_wrong_type_names_key_and_line() -> None:
     """A wrong type is an error naming the key and its line."""
     text = '[models."tiny-ctx"]\ncontext_window = "big"\n'
