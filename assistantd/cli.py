@@ -214,6 +214,16 @@ class Progress:
 def cmd_chat(ctl: Ctl) -> int:
     a = ctl.args
     message = utf8(" ".join(a.message).strip())
+    if a.conversation and any(c.isspace() for c in a.conversation):
+        # `chat -c "follow up"`, as `llm -c` continues the latest: it took the question
+        # for an ID and then said no message was given.
+        print(
+            f"assistantctl: -c takes a conversation ID (assistantctl conv list), not "
+            f"{a.conversation!r}; to continue the latest: assistantctl chat --continue "
+            f"{a.conversation!r}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         context = attachments(a.attach or [], a.type)
         a.schema = load_schema(a.schema)

@@ -105,6 +105,17 @@ def test_json_continue_and_logprobs(daemon: Daemon) -> None:
     assert lines[2].split()[1] == "'You'" and 0 < float(lines[2].split()[0]) <= 1
 
 
+def test_a_question_given_to_c_is_not_taken_for_an_id(daemon: Daemon) -> None:
+    """`chat -c "follow up"` (llm's -c continues the latest) says -c takes an ID and how to
+    continue the latest, instead of "no message given"; nothing is sent."""
+    before = daemon.call("conversations/list")["total"]
+    out = ctl(daemon, "chat", "-c", "follow up", input="")
+    assert out.returncode == 2
+    assert "-c takes a conversation ID" in out.stderr
+    assert "assistantctl chat --continue 'follow up'" in out.stderr
+    assert daemon.call("conversations/list")["total"] == before
+
+
 def test_conversation_commands(daemon: Daemon) -> None:
     """conversations list, search, show, rename, fork, export and rm work from the CLI."""
     cid = json.loads(ctl(daemon, "chat", "--json", "zebra facts", input="").stdout)[
