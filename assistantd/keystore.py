@@ -11,6 +11,7 @@ log line, error message or reply.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -149,6 +150,34 @@ async def get_key(provider: str) -> str | None:
     if value:
         remember(value)
     return value or None
+
+
+async def stored(providers: list[str]) -> set[str]:
+    """Which of ``providers`` have a key in the keyring. Where the Secret Service answers,
+    the items' attributes say so and no secret is read; otherwise each key is read."""
+    if _chosen is not False and secretservice.usable():
+
+        def listed() -> set[str]:
+            return secretservice.stored(SERVICE, TIMEOUT_S)
+
+        try:
+            async with asyncio.timeout(TIMEOUT_S):
+                return set(providers) & await off_loop(listed, "keyring", _serial)
+        except TimeoutError:
+            return set()  # keyring would wait on the same bus
+        except secretservice.KeyringDecides:
+            pass
+    found: set[str] = set()
+
+    async def one(name: str) -> None:
+        with contextlib.suppress(KeyringUnavailable):
+            if await get_key(name):
+                found.add(name)
+
+    async with asyncio.TaskGroup() as tg:
+        for name in providers:
+            tg.create_task(one(name))
+    return found
 
 
 async def set_key(provider: str, key: str) -> None:

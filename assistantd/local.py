@@ -221,19 +221,13 @@ class LocalServers:
         self._keys_read_at = time.monotonic()
         if self.providers is None:
             return
+        remote = [p.name for p in self.providers.by_name.values() if p.needs_key and not p.local]
         found: set[str] = set()
-
-        async def one(name: str) -> None:
-            # keystore reports keyring trouble as KeyringUnavailable; nothing here may
-            # escape into the reaper's TaskGroup (it would stop the daemon).
-            with contextlib.suppress(Exception):
-                if await keystore.get_key(name):
-                    found.add(name)
-
-        async with asyncio.TaskGroup() as tg:
-            for p in self.providers.by_name.values():
-                if p.needs_key and not p.local:
-                    tg.create_task(one(p.name))
+        # Nothing here may escape into the reaper's TaskGroup (it would stop the daemon).
+        try:
+            found = await keystore.stored(remote)
+        except Exception:
+            log.exception("reading which providers have keys")
         self._keyring_keys, self._keys_read = found, True
 
     # -- lifecycle -------------------------------------------------------------------

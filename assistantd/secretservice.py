@@ -1,4 +1,4 @@
-"""One key read from the Secret Service over D-Bus, without keyring's imports.
+"""Keys read from the Secret Service over D-Bus, without keyring's imports.
 
 keyring's read imports keyring, secretstorage and cryptography, opens two D-Bus
 connections and a session with a Diffie-Hellman exchange: 40-60 ms of a cold daemon's
@@ -7,7 +7,8 @@ after the daemon's imports, medians of 5). It asks what keyring's Secret Service
 asks (the default collection, the attributes keyring stores) and reads the secret in a
 "plain" session. The encrypted session protects nothing here: the secret crosses a Unix
 socket to the user's own session bus, and any process that could watch that bus runs as
-the user and could call GetSecret itself.
+the user and could call GetSecret itself. Which providers have a key at all is read from
+the items' attributes (``stored``), with no secret asked for.
 
 Anything but the common case (a keyring backend the user chose, no default collection, a
 locked one, any D-Bus error) raises ``KeyringDecides`` and keyring is asked, so its unlock
@@ -17,9 +18,11 @@ keyring would wait on it too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +45,12 @@ def usable() -> bool:
     return not (config / "python_keyring" / "keyringrc.cfg").exists()
 
 
-def read(service: str, username: str, timeout: float) -> str | None:
-    """The secret keyring stores for (service, username), or None if there is none."""
-    from jeepney import DBusAddress, HeaderFields, MessageType, Parser, Properties
-    from jeepney import new_method_call as call
+@contextlib.contextmanager
+def _session_bus(timeout: float) -> Iterator[Callable[[Any], tuple[Any, ...]]]:
+    """``ask(message) -> body`` on one connection to the session bus, every reply due
+    within ``timeout`` of the start. D-Bus errors and broken replies raise
+    ``KeyringDecides``; a bus that does not answer, ``TimeoutError``."""
+    from jeepney import HeaderFields, MessageType, Parser
     from jeepney.bus import get_bus
     from jeepney.bus_messages import message_bus
     from jeepney.io.blocking import prep_socket
@@ -79,13 +84,37 @@ def read(service: str, username: str, timeout: float) -> str | None:
                 raise ConnectionError("the session bus closed the connection")
             parser.add_data(data)
 
-    collection = DBusAddress(_DEFAULT, _SS, "org.freedesktop.Secret.Collection")
     try:
         ask(message_bus.Hello())
-        if ask(Properties(collection).get("Locked"))[0][1]:
-            raise KeyringDecides("locked")  # keyring asks the user to unlock it
-        query = {"username": username, "service": service}
-        (items,) = ask(call(collection, "SearchItems", "a{ss}", (query,)))
+        yield ask
+    except TimeoutError:
+        raise
+    except (LookupError, OSError, ValueError, TypeError) as e:
+        raise KeyringDecides from e
+    finally:
+        sock.close()
+
+
+def _search(ask: Callable[[Any], tuple[Any, ...]], query: dict[str, str]) -> list[str]:
+    """The paths of the default collection's items that match ``query``; a locked
+    collection is keyring's to unlock (it asks the user)."""
+    from jeepney import DBusAddress, Properties
+    from jeepney import new_method_call as call
+
+    collection = DBusAddress(_DEFAULT, _SS, "org.freedesktop.Secret.Collection")
+    if ask(Properties(collection).get("Locked"))[0][1]:
+        raise KeyringDecides("locked")
+    (items,) = ask(call(collection, "SearchItems", "a{ss}", (query,)))
+    return list(items)
+
+
+def read(service: str, username: str, timeout: float) -> str | None:
+    """The secret keyring stores for (service, username), or None if there is none."""
+    from jeepney import DBusAddress
+    from jeepney import new_method_call as call
+
+    with _session_bus(timeout) as ask:
+        items = _search(ask, {"username": username, "service": service})
         if not items:
             return None
         secrets = DBusAddress("/org/freedesktop/secrets", _SS, "org.freedesktop.Secret.Service")
@@ -93,9 +122,18 @@ def read(service: str, username: str, timeout: float) -> str | None:
         item = DBusAddress(items[0], _SS, "org.freedesktop.Secret.Item")
         (secret,) = ask(call(item, "GetSecret", "o", (session,)))
         return bytes(secret[2]).decode("utf-8")
-    except TimeoutError:
-        raise
-    except (LookupError, OSError, ValueError, TypeError) as e:
-        raise KeyringDecides from e
-    finally:
-        sock.close()
+
+
+def stored(service: str, timeout: float) -> set[str]:
+    """The usernames that have a secret stored for ``service``, read from the items'
+    attributes: no secret is asked for."""
+    from jeepney import DBusAddress, Properties
+
+    with _session_bus(timeout) as ask:
+        names: set[str] = set()
+        for path in _search(ask, {"service": service}):
+            item = DBusAddress(path, _SS, "org.freedesktop.Secret.Item")
+            attributes = ask(Properties(item).get("Attributes"))[0][1]
+            if attributes.get("username"):
+                names.add(attributes["username"])
+        return names

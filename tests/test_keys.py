@@ -121,6 +121,46 @@ def test_a_key_is_read_from_the_secret_service_without_keyring(secret_service: N
         keyring.delete_password("assistantd", "via-tool")
 
 
+_STORED = """
+import asyncio, json, sys
+from assistantd import keystore
+found = asyncio.run(keystore.stored(sys.argv[1:]))
+print(json.dumps([sorted(found), len(keystore._seen), "keyring" in sys.modules]))
+"""
+
+
+def test_which_providers_have_keys_is_read_without_their_secrets(secret_service: None) -> None:
+    """The no-key default's question, which providers have a key, is answered from the
+    items' attributes: no secret is read (none is remembered) and keyring is not imported.
+    With a backend the user chose, keyring answers it, key by key, the same way."""
+    import keyring
+
+    keyring.set_password("assistantd", "has-kr", "sk-has-kr-0123456789")
+    _store_with_secret_tool("has-tool", "sk-has-tool-0123456789")
+    try:
+        names = ["has-kr", "has-tool", "has-none"]
+
+        def stored(env: dict[str, str]) -> list[Any]:
+            out = subprocess.run(
+                [sys.executable, "-c", _STORED, *names],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                cwd=ROOT,
+                env={**os.environ, **env},
+            )
+            assert out.returncode == 0, out.stderr
+            result: list[Any] = json.loads(out.stdout)
+            return result
+
+        assert stored({}) == [["has-kr", "has-tool"], 0, False]
+        chosen = {"PYTHON_KEYRING_BACKEND": "keyring.backends.SecretService.Keyring"}
+        assert stored(chosen) == [["has-kr", "has-tool"], 2, True]
+    finally:
+        keyring.delete_password("assistantd", "has-kr")
+        keyring.delete_password("assistantd", "has-tool")
+
+
 def test_a_keyring_backend_the_user_chose_is_still_used(
     secret_service: None, tmp_path: Path
 ) -> None:
