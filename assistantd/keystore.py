@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from assistantd import secretservice
@@ -106,17 +107,27 @@ def _linux_secret_service() -> Any:
 _serial = threading.Lock()  # one D-Bus conversation with the keyring at a time
 
 
+def _direct() -> bool:
+    """Whether reads ask the Secret Service directly (``secretservice``): where keyring
+    would use it, and keyring's own search has not found it missing."""
+    return _chosen is not False and secretservice.usable()
+
+
+async def _in_thread(call: Callable[[], Any]) -> Any:
+    """``call`` on a keyring thread, one at a time, under the keyring's timeout. A bus
+    that never answers raises TimeoutError from the thread too: both say so alike."""
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            return await off_loop(call, "keyring", _serial)
+    except TimeoutError:
+        raise KeyringUnavailable(f"the OS keyring did not answer within {TIMEOUT_S:g} s") from None
+
+
 async def _run(func_name: str, *args: str) -> Any:
     def call() -> Any:
-        if func_name == "get_password" and _chosen is not False and secretservice.usable():
-            try:
+        if func_name == "get_password" and _direct():
+            with contextlib.suppress(secretservice.KeyringDecides):
                 return secretservice.read(SERVICE, args[0], TIMEOUT_S)
-            except TimeoutError:
-                raise KeyringUnavailable(
-                    f"the OS keyring did not answer within {TIMEOUT_S:g} s"
-                ) from None
-            except secretservice.KeyringDecides:
-                pass
         from keyring.errors import KeyringError
 
         try:
@@ -130,11 +141,7 @@ async def _run(func_name: str, *args: str) -> Any:
         except Exception as e:  # D-Bus failures surface as many types
             raise KeyringUnavailable(f"the OS keyring failed: {type(e).__name__}: {e}") from None
 
-    try:
-        async with asyncio.timeout(TIMEOUT_S):
-            return await off_loop(call, "keyring", _serial)
-    except TimeoutError:
-        raise KeyringUnavailable(f"the OS keyring did not answer within {TIMEOUT_S:g} s") from None
+    return await _in_thread(call)
 
 
 def sendable(key: str) -> bool:
@@ -154,16 +161,13 @@ async def get_key(provider: str) -> str | None:
 
 async def stored(providers: list[str]) -> set[str]:
     """Which of ``providers`` have a key in the keyring. Where the Secret Service answers,
-    the items' attributes say so and no secret is read; otherwise each key is read."""
-    if _chosen is not False and secretservice.usable():
-
-        def listed() -> set[str]:
-            return secretservice.stored(SERVICE, TIMEOUT_S)
-
+    the items' attributes say so and no secret is read; otherwise each key is read. A
+    keyring that cannot say counts as holding none."""
+    if _direct():
         try:
-            async with asyncio.timeout(TIMEOUT_S):
-                return set(providers) & await off_loop(listed, "keyring", _serial)
-        except TimeoutError:
+            listed: set[str] = await _in_thread(lambda: secretservice.stored(SERVICE, TIMEOUT_S))
+            return set(providers) & listed
+        except KeyringUnavailable:
             return set()  # keyring would wait on the same bus
         except secretservice.KeyringDecides:
             pass

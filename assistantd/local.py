@@ -209,13 +209,14 @@ class LocalServers:
         cold daemon's first question went to the bundled model even with a provider's
         key stored (a key in an env var was seen at once)."""
         if not self._keys_read and self.keys_decide_default():
-            await self.refresh_keys(unless_read=True)
+            async with self._keys_lock:  # a read in flight is waited for, not repeated
+                if not self._keys_read:
+                    await self._read_keys()
 
-    async def refresh_keys(self, *, unless_read: bool = False) -> None:
+    async def refresh_keys(self) -> None:
         """Which remote providers have a key in the OS keyring (for ``no_key_default``)."""
-        async with self._keys_lock:  # a read in flight is waited for, not repeated
-            if not (unless_read and self._keys_read):
-                await self._read_keys()
+        async with self._keys_lock:
+            await self._read_keys()
 
     async def _read_keys(self) -> None:
         self._keys_read_at = time.monotonic()
